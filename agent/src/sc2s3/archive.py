@@ -1,0 +1,249 @@
+"""sc2s3.archive
+~~~~~~~~~~~~~~~~
+
+The archive layout in the bucket (contract: DESIGN.md "The archive") and the per-account catalog.
+
+Keys derive from URNs only, which are validated against ``soundcloud:(users|tracks):<digits>``, so
+no title or API field can steer a key outside the prefix::
+
+    {prefix}README.txt                                         how to find, verify and restore
+    {prefix}{user_urn}/catalog.json                            the account's catalog (this module)
+    {prefix}{user_urn}/user.json                               the user's API JSON
+    {prefix}{user_urn}/{track_urn}/r{n}/audio.{ext}            revision n of the track's audio
+    {prefix}{user_urn}/{track_urn}/r{n}/track.json             the track's API JSON at revision n
+
+Audio objects carry user metadata ``sc-urn``, ``sc-source``, ``sc-part-size`` (bytes per part, to
+recompute the COMPOSITE checksum) and ``sc-sha256`` is kept in the catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import Sc2s3Error, TemporaryError, UpstreamError
+from .logs import log
+from .soundcloud import TRACK_URN, USER_URN
+
+CATALOG_FORMAT = "sc2s3-catalog/1"
+README_TEXT = """\
+sc2s3 archive
+=============
+Tracks of SoundCloud accounts, mirrored by sc2s3. Layout under this prefix:
+
+  <user_urn>/catalog.json                     every archived track of the account (JSON)
+  <user_urn>/user.json                        the account as the SoundCloud API described it
+  <user_urn>/<track_urn>/r<n>/audio.<ext>     revision n of the track's audio
+  <user_urn>/<track_urn>/r<n>/track.json      the track's API JSON when revision n was archived
+
+Each audio object carries user metadata sc-urn (track URN), sc-source ("original" or the HLS
+preset it was assembled from, e.g. hls_aac_160) and sc-part-size (bytes per multipart part).
+Its S3 checksum is SHA-256; the catalog also records the whole file's SHA-256 ("sha256").
+
+Find:     aws s3 cp s3://BUCKET/PREFIX<user_urn>/catalog.json -
+Verify:   aws s3 cp s3://BUCKET/KEY - | sha256sum     (compare with the catalog's "sha256")
+          aws s3api head-object --bucket BUCKET --key KEY --checksum-mode ENABLED
+Restore:  aws s3 cp s3://BUCKET/KEY ./file   (or: sc2s3 restore --account A --to DIR)
+
+Nothing here is ever deleted or overwritten by sc2s3: tracks deleted upstream are marked
+"deleted_upstream_at" in the catalog, and a changed upstream file becomes a new revision.
+"""
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _checked(urn: str, pattern) -> str:
+    if not pattern.match(urn):
+        raise UpstreamError(f"refusing URN {urn!r}: not of the form {pattern.pattern}")
+    return urn
+
+
+class Layout:
+    """Object keys of the archive under ``prefix``."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def readme(self) -> str:
+        return f"{self.prefix}README.txt"
+
+    def account_dir(self, user_urn: str) -> str:
+        return f"{self.prefix}{_checked(user_urn, USER_URN)}/"
+
+    def catalog(self, user_urn: str) -> str:
+        return f"{self.account_dir(user_urn)}catalog.json"
+
+    def user_json(self, user_urn: str) -> str:
+        return f"{self.account_dir(user_urn)}user.json"
+
+    def revision_dir(self, user_urn: str, track_urn: str, revision: int) -> str:
+        return f"{self.account_dir(user_urn)}{_checked(track_urn, TRACK_URN)}/r{revision}/"
+
+    def audio(self, user_urn: str, track_urn: str, revision: int, extension: str) -> str:
+        return f"{self.revision_dir(user_urn, track_urn, revision)}audio.{extension}"
+
+    def track_json(self, user_urn: str, track_urn: str, revision: int) -> str:
+        return f"{self.revision_dir(user_urn, track_urn, revision)}track.json"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Revision(_Model):
+    """One archived version of a track's audio."""
+
+    revision: int = Field(ge=1)
+    key: str
+    json_key: str
+    source: str
+    content_type: str
+    size: int = Field(ge=0)                  # bytes
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    s3_checksum: str                         # as S3 reports it: base64, or base64-N (COMPOSITE)
+    checksum_algorithm: str = "SHA256"
+    part_size: int = Field(gt=0)             # bytes per multipart part
+    version_id: str | None = None
+    archived_at: str
+
+
+class TrackEntry(_Model):
+    title: str = ""
+    permalink_url: str | None = None
+    revisions: list[Revision] = Field(default_factory=list)
+    deleted_upstream_at: str | None = None
+
+    @property
+    def latest(self) -> Revision | None:
+        return self.revisions[-1] if self.revisions else None
+
+
+class Catalog(_Model):
+    """Everything archived for one account: ``tracks`` maps track URN -> :class:`TrackEntry`."""
+
+    format: str = CATALOG_FORMAT
+    user_urn: str = Field(pattern=USER_URN.pattern)
+    permalink: str = ""
+    username: str = ""
+    updated_at: str = ""
+    tracks: dict[str, TrackEntry] = Field(default_factory=dict)
+
+    def merge(self, other: Catalog) -> None:
+        """Fold ``other`` (another writer's copy) into this one, losing no revision."""
+        for urn, theirs in other.tracks.items():
+            mine = self.tracks.setdefault(urn, theirs)
+            known = {revision.key for revision in mine.revisions}
+            mine.revisions.extend(r for r in theirs.revisions if r.key not in known)
+            mine.revisions.sort(key=lambda r: r.revision)
+            mine.deleted_upstream_at = mine.deleted_upstream_at or theirs.deleted_upstream_at
+
+
+class CatalogStore:
+    """Reads and writes catalogs in the bucket, safely against concurrent writers.
+
+    Writes are conditional (``IfMatch`` on the ETag read, ``IfNoneMatch='*'`` for a new catalog);
+    on 412 the remote copy is merged in and the write retried, so two hosts never lose each
+    other's revisions.
+    """
+
+    def __init__(self, s3, bucket: str, layout: Layout):
+        self.s3, self.bucket, self.layout = s3, bucket, layout
+        self._etags: dict[str, str | None] = {}
+        self._lock = threading.Lock()
+
+    def load(self, user_urn: str) -> Catalog:
+        """The account's catalog (empty when none exists). :raises Sc2s3Error: if it is invalid."""
+        key = self.layout.catalog(user_urn)
+        catalog, etag = self._get(key, user_urn)
+        self._etags[user_urn] = etag
+        return catalog or Catalog(user_urn=user_urn)
+
+    def _get(self, key: str, user_urn: str) -> tuple[Catalog | None, str | None]:
+        try:
+            answer = self.s3.get_object(Bucket=self.bucket, Key=key)
+            body = answer["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None, None
+            raise TemporaryError(f"cannot read {key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise TemporaryError(f"cannot read {key}: {exc}") from exc
+        try:
+            catalog = Catalog.model_validate_json(body)
+        except ValidationError as exc:
+            raise Sc2s3Error(f"{key} is not a valid sc2s3 catalog; fix or remove it: "
+                             f"{exc.errors()[0]['msg']}") from exc
+        if catalog.user_urn != user_urn:
+            raise Sc2s3Error(f"{key} belongs to {catalog.user_urn}, not {user_urn}")
+        return catalog, answer.get("ETag")
+
+    def save(self, catalog: Catalog) -> None:
+        """Write ``catalog`` (merged with any concurrent remote change)."""
+        with self._lock:
+            key = self.layout.catalog(catalog.user_urn)
+            for _attempt in range(5):
+                catalog.updated_at = utc_now()
+                etag = self._etags.get(catalog.user_urn)
+                condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+                try:
+                    answer = self.s3.put_object(
+                        Bucket=self.bucket, Key=key, ContentType="application/json",
+                        Body=catalog.model_dump_json(indent=1).encode(), **condition)
+                    self._etags[catalog.user_urn] = answer.get("ETag")
+                    return
+                except ClientError as exc:
+                    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                    if status not in (409, 412):
+                        raise TemporaryError(f"cannot write {key}: {exc}") from exc
+                except BotoCoreError as exc:
+                    raise TemporaryError(f"cannot write {key}: {exc}") from exc
+                remote, remote_etag = self._get(key, catalog.user_urn)
+                if remote is not None:
+                    catalog.merge(remote)
+                self._etags[catalog.user_urn] = remote_etag
+                log.info("catalog changed remotely; merged", key=key)
+            raise TemporaryError(f"cannot write {key}: it keeps changing under us")
+
+    def put_json(self, key: str, data: object, *, overwrite: bool) -> None:
+        """Store ``data`` as JSON at ``key`` (never replacing an existing object unless ``overwrite``)."""
+        body = json.dumps(data, indent=1, ensure_ascii=False).encode()
+        self._put(key, body, "application/json", overwrite=overwrite)
+
+    def ensure_readme(self) -> None:
+        """Write the archive's README.txt once (it explains the layout to a person with the AWS CLI)."""
+        self._put(self.layout.readme(), README_TEXT.encode(), "text/plain; charset=utf-8",
+                  overwrite=False)
+
+    def _put(self, key: str, body: bytes, content_type: str, *, overwrite: bool) -> None:
+        extra = {} if overwrite else {"IfNoneMatch": "*"}
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=key, ContentType=content_type, Body=body,
+                               **extra)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 412 and not overwrite:
+                return
+            raise TemporaryError(f"cannot write {key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise TemporaryError(f"cannot write {key}: {exc}") from exc
+
+    def list_user_urns(self) -> list[str]:
+        """URNs of every account with a folder under the prefix."""
+        urns: list[str] = []
+        paginator = self.s3.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.layout.prefix,
+                                           Delimiter="/"):
+                for common in page.get("CommonPrefixes", []):
+                    name = common["Prefix"][len(self.layout.prefix):].rstrip("/")
+                    if USER_URN.match(name):
+                        urns.append(name)
+        except (ClientError, BotoCoreError) as exc:
+            raise TemporaryError(f"cannot list the bucket: {exc}") from exc
+        return urns

@@ -1,0 +1,161 @@
+"""sc2s3.cli
+~~~~~~~~~~~~
+
+The ``sc2s3`` command (contract: DESIGN.md "Commands" and "Exit codes"): 0 done, 1 some tracks
+failed, 2 usage error, 75 temporary failure (upstream or S3 unreachable), 78 invalid config.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import Config, config_path, load_config
+from .errors import EXIT_OK, EXIT_TEMPFAIL, EXIT_TRACKS_FAILED, Sc2s3Error
+from .logs import configure_logging, log
+from .progress import make_reporter
+from .s3 import make_s3_client
+from .soundcloud import SoundCloudClient
+
+config_option = click.option(
+    "--config", "config_file", metavar="PATH", default=None,
+    help="Config file (default: $SC2S3_CONFIG or /etc/sc2s3/config.toml).")
+
+
+def _load(config_file: str | None) -> Config:
+    return load_config(config_path(config_file))
+
+
+def _fail(error: Sc2s3Error) -> None:
+    click.echo(f"sc2s3: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sc2s3")
+def cli() -> None:
+    """Mirror SoundCloud accounts into S3: streamed, checksummed, restorable."""
+    configure_logging()
+
+
+@cli.command("check-config")
+@config_option
+def check_config(config_file: str | None) -> None:
+    """Validate the config file; exit 78 with one line naming the key if it is invalid."""
+    config = _load(config_file)
+    click.echo(f"{config_path(config_file)}: ok ({len(config.soundcloud.accounts)} accounts, "
+               f"bucket {config.s3.bucket})")
+
+
+@cli.command()
+@config_option
+def run(config_file: str | None) -> None:
+    """Run the agent: mirror every poll interval until SIGTERM."""
+    from .daemon import run_daemon
+
+    sys.exit(run_daemon(_load(config_file)))
+
+
+@cli.command()
+@config_option
+@click.option("--once", is_flag=True, required=True, help="One pass, then exit (required).")
+@click.option("--account", "accounts", multiple=True, metavar="A",
+              help="Only this account (permalink or user URN); repeatable.")
+@click.option("--dry-run", is_flag=True, help="List what would be mirrored; write nothing.")
+def mirror(config_file: str | None, once: bool, accounts: tuple[str, ...], dry_run: bool) -> None:
+    """Mirror the configured accounts once."""
+    from .mirror import Mirror
+
+    config = _load(config_file)
+    reporter = make_reporter()
+    soundcloud = SoundCloudClient(config.soundcloud, Path(config.agent.state_dir))
+    try:
+        with Mirror(config, soundcloud, make_s3_client(config), reporter=reporter) as engine:
+            result = engine.run_cycle(list(accounts) or None, dry_run=dry_run)
+    finally:
+        reporter.close()
+    if dry_run:
+        for urn in result.planned:
+            click.echo(urn)
+    if result.unreachable:
+        sys.exit(EXIT_TEMPFAIL)
+    sys.exit(EXIT_TRACKS_FAILED if result.failed or result.account_errors else EXIT_OK)
+
+
+@cli.command()
+@config_option
+def verify(config_file: str | None) -> None:
+    """Re-read every archived object and check its checksums; exit 1 on any mismatch."""
+    from .verify import verify_archive
+
+    config = _load(config_file)
+    reporter = make_reporter()
+    try:
+        result = verify_archive(config, make_s3_client(config), reporter)
+    finally:
+        reporter.close()
+    for problem in result.problems:
+        click.echo(f"FAILED {problem}", err=True)
+    click.echo(f"verified {result.checked} objects, {result.bytes} bytes, "
+               f"{len(result.problems)} problems")
+    sys.exit(EXIT_TRACKS_FAILED if result.problems else EXIT_OK)
+
+
+@cli.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(config_file: str | None, as_json: bool) -> None:
+    """Show what is archived per account and the last cycle on this host."""
+    from .status import collect_status, print_status
+
+    config = _load(config_file)
+    report = collect_status(config, make_s3_client(config))
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+    else:
+        print_status(report)
+
+
+@cli.command()
+@config_option
+@click.option("--account", required=True, metavar="A", help="Permalink or user URN.")
+@click.option("--track", "track_urn", metavar="URN", help="Only this track URN.")
+@click.option("--to", "to_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to restore into.")
+def restore(config_file: str | None, account: str, track_urn: str | None, to_dir: Path) -> None:
+    """Restore an account's tracks from the archive, verified on the way down."""
+    from .restore import restore as restore_tracks
+
+    config = _load(config_file)
+    reporter = make_reporter()
+    try:
+        result = restore_tracks(config, make_s3_client(config), account, to_dir, track_urn,
+                                reporter)
+    finally:
+        reporter.close()
+    for problem in result.problems:
+        click.echo(f"FAILED {problem}", err=True)
+    click.echo(f"restored {len(result.restored)} tracks into {to_dir}")
+    sys.exit(EXIT_TRACKS_FAILED if result.problems else EXIT_OK)
+
+
+def main() -> None:
+    """Console script entry point: maps :class:`Sc2s3Error` to its exit code, one line on stderr."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except Sc2s3Error as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        log.info("interrupted")
+        sys.exit(130)

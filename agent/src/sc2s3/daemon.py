@@ -1,0 +1,80 @@
+"""sc2s3.daemon
+~~~~~~~~~~~~~~~
+
+``sc2s3 run``: the long-running agent that supervisor starts. It serves ``/healthz`` and
+``/metrics``, runs its startup self-checks until they pass, then mirrors every
+``poll_interval_s`` seconds. SIGTERM (supervisor's stopsignal) stops it cleanly: no new track
+starts, transfers stop at the next part boundary and abort their multipart upload.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import __version__
+from .config import Config
+from .errors import Sc2s3Error
+from .health import HealthServer, HealthState
+from .logs import log
+from .mirror import Mirror
+from .s3 import make_s3_client
+from .soundcloud import SoundCloudClient
+from .status import write_last_cycle
+
+CHECK_RETRY_S = (5, 10, 30, 60)
+
+
+def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
+    """Run until ``stop`` is set (SIGTERM/SIGINT set it). Returns the exit code (0)."""
+    stop = stop or threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    state = HealthState()
+    server = HealthServer(state, config.agent.health_address).start()
+    log.info("agent started", version=__version__, health=config.agent.health_listen)
+    state_dir = Path(config.agent.state_dir)
+    s3 = make_s3_client(config)
+    soundcloud = SoundCloudClient(config.soundcloud, state_dir)
+    try:
+        attempt = 0
+        while not stop.is_set() and not _self_checks(config, s3, soundcloud, state):
+            stop.wait(CHECK_RETRY_S[min(attempt, len(CHECK_RETRY_S) - 1)])
+            attempt += 1
+        with Mirror(config, soundcloud, s3, stop=stop) as mirror:
+            while not stop.is_set():
+                started = datetime.now(UTC).isoformat(timespec="seconds")
+                summary = {"started_at": started, **mirror.run_cycle().summary(),
+                           "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
+                state.set_cycle(summary)
+                write_last_cycle(state_dir, summary)
+                stop.wait(config.agent.poll_interval_s)
+    finally:
+        server.stop()
+        log.info("agent stopped")
+    return 0
+
+
+def _self_checks(config: Config, s3, soundcloud: SoundCloudClient, state: HealthState) -> bool:
+    """Config is valid (it loaded); S3 bucket reachable; a SoundCloud token obtainable."""
+    state.set_check("config", "ok")
+    ok = True
+    try:
+        s3.head_bucket(Bucket=config.s3.bucket)
+        state.set_check("s3", "ok")
+    except (ClientError, BotoCoreError) as exc:
+        state.set_check("s3", f"error: {exc}")
+        ok = False
+    try:
+        soundcloud.access_token()
+        state.set_check("soundcloud", "ok")
+    except Sc2s3Error as exc:
+        state.set_check("soundcloud", f"error: {exc}")
+        ok = False
+    if not ok:
+        log.warning("startup self-checks failed; retrying", checks=state.snapshot()[1]["checks"])
+    return ok

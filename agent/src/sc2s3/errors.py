@@ -1,0 +1,38 @@
+"""sc2s3.errors
+~~~~~~~~~~~~~~~
+
+One exception root for the agent, so the command line can map failures to the exit codes of
+DESIGN.md: 78 invalid config, 75 temporary failure (upstream or S3 unreachable), 1 some tracks failed.
+"""
+
+EXIT_OK = 0
+EXIT_TRACKS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TEMPFAIL = 75
+EXIT_CONFIG = 78
+
+
+class Sc2s3Error(Exception):
+    """Root of every error the agent raises on purpose."""
+
+    exit_code = EXIT_TRACKS_FAILED
+
+
+class ConfigError(Sc2s3Error):
+    """The config file is missing, unparsable or invalid. Not retryable: fix the file."""
+
+    exit_code = EXIT_CONFIG
+
+
+class TemporaryError(Sc2s3Error):
+    """SoundCloud or S3 is unreachable or overloaded. Safe to retry later."""
+
+    exit_code = EXIT_TEMPFAIL
+
+
+class UpstreamError(Sc2s3Error):
+    """SoundCloud answered with something the contract does not allow (bad JSON, bad URN...)."""
+
+
+class IntegrityError(Sc2s3Error):
+    """Bytes read back do not match the checksum recorded when they were archived."""

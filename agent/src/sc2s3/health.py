@@ -1,0 +1,89 @@
+"""sc2s3.health
+~~~~~~~~~~~~~~~
+
+The health endpoint (contract: DESIGN.md "Health"): ``GET /healthz`` answers 200 with
+``{"status": "ok", "version": ..., "checks": {...}, "last_cycle": {...}}`` only when every startup
+check passed and the last cycle did not fail outright, 503 with the same shape otherwise;
+``GET /metrics`` answers Prometheus text.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import __version__
+from .metrics import REGISTRY
+
+
+class HealthState:
+    """Thread-safe health facts: startup ``checks`` (name -> ok/error text) and ``last_cycle``."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.checks: dict[str, str] = {}
+        self.last_cycle: dict | None = None
+
+    def set_check(self, name: str, outcome: str) -> None:
+        with self._lock:
+            self.checks[name] = outcome
+
+    def set_cycle(self, summary: dict) -> None:
+        with self._lock:
+            self.last_cycle = summary
+
+    def snapshot(self) -> tuple[bool, dict]:
+        with self._lock:
+            checks_ok = bool(self.checks) and all(v == "ok" for v in self.checks.values())
+            cycle_ok = self.last_cycle is None or self.last_cycle.get("result") != "error"
+            healthy = checks_ok and cycle_ok
+            status = "ok" if healthy else ("starting" if not self.checks else "unhealthy")
+            return healthy, {"status": status, "version": __version__,
+                             "checks": dict(self.checks), "last_cycle": self.last_cycle}
+
+
+def _handler(state: HealthState):
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/healthz":
+                healthy, body = state.snapshot()
+                self._send(200 if healthy else 503, "application/json",
+                           json.dumps(body).encode())
+            elif self.path == "/metrics":
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY))
+            else:
+                self._send(404, "text/plain", b"not found\n")
+
+        def _send(self, status: int, content_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # probes every few seconds would flood the log
+            pass
+
+    return Handler
+
+
+class HealthServer:
+    """Serves ``state`` on ``(host, port)`` from a daemon thread; ``port`` 0 picks a free one."""
+
+    def __init__(self, state: HealthState, address: tuple[str, int]):
+        self.httpd = ThreadingHTTPServer(address, _handler(state))
+        self.httpd.daemon_threads = True
+        self.address = self.httpd.server_address
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="health",
+                                        daemon=True)
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,23 @@
+"""sc2s3.metrics
+~~~~~~~~~~~~~~~~
+
+Prometheus metrics of the agent, served as text on ``/metrics`` (see :mod:`sc2s3.health`).
+"""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+BYTES_UPLOADED = Counter("sc2s3_uploaded_bytes", "Audio bytes uploaded to S3.", registry=REGISTRY)
+TRACKS_MIRRORED = Counter("sc2s3_tracks_mirrored", "Tracks archived, by source.", ["source"],
+                          registry=REGISTRY)
+TRACKS_FAILED = Counter("sc2s3_tracks_failed", "Track mirror attempts that failed.",
+                        registry=REGISTRY)
+TRACKS_IN_FLIGHT = Gauge("sc2s3_tracks_in_flight", "Tracks being transferred now.",
+                         registry=REGISTRY)
+CYCLE_SECONDS = Histogram("sc2s3_cycle_duration_seconds", "Duration of a mirror cycle (seconds).",
+                          buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+                          registry=REGISTRY)
+LAST_CYCLE_SUCCESS = Gauge("sc2s3_last_cycle_success_timestamp_seconds",
+                           "Unix time of the last cycle that finished without failures.",
+                           registry=REGISTRY)

@@ -1,0 +1,218 @@
+"""sc2s3.mirror
+~~~~~~~~~~~~~~~
+
+The mirror engine: for each configured account, list its tracks, stream every track not yet in the
+account's catalog into the archive, and record it in the catalog. ``concurrency`` tracks are in
+flight at once; a track that fails is reported and never blocks the others.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .archive import Catalog, CatalogStore, Layout, Revision, TrackEntry, utc_now
+from .config import Config
+from .errors import Sc2s3Error, TemporaryError
+from .logs import log
+from .metrics import (
+    BYTES_UPLOADED,
+    CYCLE_SECONDS,
+    LAST_CYCLE_SUCCESS,
+    TRACKS_FAILED,
+    TRACKS_IN_FLIGHT,
+    TRACKS_MIRRORED,
+)
+from .progress import Reporter
+from .soundcloud import SoundCloudClient, Track, User
+from .sources import extension_for, open_source
+from .transfer import AlreadyArchived, PartSlots, StreamingUpload, UploadResult
+from .verify import read_object_digest
+
+
+@dataclass
+class CycleResult:
+    """Counts of one pass over the accounts; ``bytes`` is audio bytes uploaded."""
+
+    mirrored: int = 0
+    skipped: int = 0
+    failed: int = 0
+    bytes: int = 0
+    planned: list[str] = field(default_factory=list)    # dry run: track URNs that would be mirrored
+    account_errors: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    @property
+    def result(self) -> str:
+        if self.unreachable:
+            return "error"
+        return "partial" if self.failed or self.account_errors else "ok"
+
+    def summary(self) -> dict:
+        return {"result": self.result, "mirrored": self.mirrored, "skipped": self.skipped,
+                "failed": self.failed, "bytes": self.bytes,
+                "account_errors": self.account_errors, "unreachable": self.unreachable}
+
+
+class Mirror:
+    """Mirrors accounts into the archive. Thread pools live as long as the object: use ``with``.
+
+    :param stop: an event that, once set, stops new tracks from starting and aborts transfers
+        between parts (daemon shutdown).
+    """
+
+    def __init__(self, config: Config, soundcloud: SoundCloudClient, s3,
+                 reporter: Reporter | None = None, stop: threading.Event | None = None):
+        self.config, self.soundcloud, self.s3 = config, soundcloud, s3
+        self.reporter = reporter or Reporter()
+        self.stop = stop or threading.Event()
+        self.layout = Layout(config.s3.prefix)
+        self.store = CatalogStore(s3, config.s3.bucket, self.layout)
+        concurrency = config.agent.concurrency
+        # Two part buffers per track in flight: one being filled while the other uploads.
+        self.slots = PartSlots(2 * concurrency)
+        self._parts = ThreadPoolExecutor(2 * concurrency, thread_name_prefix="part")
+        self._tracks = ThreadPoolExecutor(concurrency, thread_name_prefix="track")
+        self._catalog_lock = threading.Lock()
+
+    def __enter__(self) -> Mirror:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._tracks.shutdown(wait=True, cancel_futures=True)
+        self._parts.shutdown(wait=True, cancel_futures=True)
+
+    def run_cycle(self, accounts: list[str] | None = None, dry_run: bool = False) -> CycleResult:
+        """One pass over ``accounts`` (default: the configured ones)."""
+        result = CycleResult()
+        started = time.monotonic()
+        if not dry_run:
+            try:
+                self.store.ensure_readme()
+            except TemporaryError as exc:
+                result.unreachable.append(str(exc))
+                return result
+        for account in accounts or self.config.soundcloud.accounts:
+            if self.stop.is_set():
+                break
+            try:
+                self._mirror_account(account, result, dry_run)
+            except TemporaryError as exc:
+                log.error("account unreachable", account=account, error=str(exc))
+                result.unreachable.append(f"{account}: {exc}")
+            except Sc2s3Error as exc:
+                log.error("account failed", account=account, error=str(exc))
+                result.account_errors.append(f"{account}: {exc}")
+        CYCLE_SECONDS.observe(time.monotonic() - started)
+        if result.result == "ok" and not dry_run:
+            LAST_CYCLE_SUCCESS.set_to_current_time()
+        log.info("cycle finished", **result.summary())
+        return result
+
+    def _mirror_account(self, account: str, result: CycleResult, dry_run: bool) -> None:
+        user = self.soundcloud.resolve_user(account)
+        catalog = self.store.load(user.urn)
+        catalog.permalink, catalog.username = user.permalink, user.username
+        tracks = list(self.soundcloud.iter_tracks(user.urn))
+        todo = [t for t in tracks if not self._archived(catalog, t)]
+        result.add(skipped=len(tracks) - len(todo))
+        log.info("account listed", account=account, user_urn=user.urn, tracks=len(tracks),
+                 to_mirror=len(todo))
+        if dry_run:
+            result.planned.extend(t.urn for t in todo)
+            return
+        self.store.put_json(self.layout.user_json(user.urn), user.raw, overwrite=True)
+        futures = [self._tracks.submit(self._mirror_track_safely, user, catalog, t, result)
+                   for t in todo]
+        for future in futures:
+            future.result()
+        self._mark_deleted_upstream(catalog, {t.urn for t in tracks})
+        self.store.save(catalog)
+
+    @staticmethod
+    def _archived(catalog: Catalog, track: Track) -> bool:
+        entry = catalog.tracks.get(track.urn)
+        return entry is not None and entry.latest is not None
+
+    def _mark_deleted_upstream(self, catalog: Catalog, listed: set[str]) -> None:
+        # Upstream deletion is recorded, never mirrored: the archived revisions stay.
+        for urn, entry in catalog.tracks.items():
+            if urn not in listed and entry.deleted_upstream_at is None:
+                entry.deleted_upstream_at = utc_now()
+                log.info("track deleted upstream; archive kept", track_urn=urn)
+            elif urn in listed and entry.deleted_upstream_at is not None:
+                entry.deleted_upstream_at = None
+
+    def _mirror_track_safely(self, user: User, catalog: Catalog, track: Track,
+                             result: CycleResult) -> None:
+        if self.stop.is_set():
+            return
+        TRACKS_IN_FLIGHT.inc()
+        try:
+            revision = self._mirror_track(user, catalog, track)
+            result.add(mirrored=1, bytes=revision.size)
+            TRACKS_MIRRORED.labels(source=revision.source).inc()
+        except Exception as exc:  # one track's failure must not stop the others
+            TRACKS_FAILED.inc()
+            result.add(failed=1)
+            log.error("track failed", track_urn=track.urn, error=str(exc),
+                      error_type=type(exc).__name__, exc_info=not isinstance(exc, Sc2s3Error))
+        finally:
+            TRACKS_IN_FLIGHT.dec()
+
+    def _mirror_track(self, user: User, catalog: Catalog, track: Track) -> Revision:
+        entry = catalog.tracks.get(track.urn)
+        number = len(entry.revisions) + 1 if entry else 1
+        part_size = self.config.agent.part_size
+        with open_source(self.soundcloud, track) as source:
+            key = self.layout.audio(user.urn, track.urn, number, extension_for(source.content_type))
+            handle = self.reporter.start(track.title or track.urn, source.size)
+
+            def uploaded(amount: int) -> None:
+                BYTES_UPLOADED.inc(amount)
+                self.reporter.advance(handle, amount)
+
+            upload = StreamingUpload(
+                self.s3, self.config.s3.bucket, key, part_size=part_size, slots=self.slots,
+                executor=self._parts, content_type=source.content_type, on_bytes=uploaded,
+                metadata={"sc-urn": track.urn, "sc-source": source.source,
+                          "sc-part-size": str(part_size)},
+                should_stop=self.stop.is_set)
+            try:
+                outcome = upload.run(source)
+            except AlreadyArchived:
+                outcome = self._adopt_existing(key)
+            finally:
+                self.reporter.finish(handle)
+            content_type, source_name = source.content_type, source.source
+        json_key = self.layout.track_json(user.urn, track.urn, number)
+        self.store.put_json(json_key, track.raw, overwrite=False)
+        revision = Revision(
+            revision=number, key=key, json_key=json_key, source=source_name,
+            content_type=content_type, size=outcome.size, sha256=outcome.sha256,
+            s3_checksum=outcome.s3_checksum, part_size=part_size, version_id=outcome.version_id,
+            archived_at=utc_now())
+        with self._catalog_lock:
+            entry = catalog.tracks.setdefault(
+                track.urn, TrackEntry(title=track.title, permalink_url=track.permalink_url))
+            entry.revisions.append(revision)
+            self.store.save(catalog)
+        log.info("track archived", track_urn=track.urn, key=key, bytes=outcome.size,
+                 source=source_name, sha256=outcome.sha256)
+        return revision
+
+    def _adopt_existing(self, key: str) -> UploadResult:
+        # The object landed earlier but its catalog entry did not (e.g. a crash between the two):
+        # read it back once to record its digest instead of uploading it again.
+        digest = read_object_digest(self.s3, self.config.s3.bucket, key)
+        log.info("adopted an object already in the archive", key=key, bytes=digest.size)
+        return UploadResult(key, digest.size, digest.sha256, digest.s3_checksum or "", 0,
+                            digest.version_id)

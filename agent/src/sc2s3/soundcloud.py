@@ -1,0 +1,297 @@
+"""sc2s3.soundcloud
+~~~~~~~~~~~~~~~~~~~
+
+Client for the SoundCloud public API (contract: ../shared/reference/soundcloud-api.md, from
+developers.soundcloud.com and github.com/soundcloud/api ``openapi/api.yaml``).
+
+- OAuth 2.1 client credentials at ``{auth_url}/oauth/token``; the token is cached in memory and in
+  ``state_dir/token.json`` (tokens are rate limited: 50 per 12 h per app), renewed with the
+  single-use refresh token shortly before it expires, and sent as ``Authorization: OAuth <token>``.
+- ``/resolve`` for permalinks, cursor pagination of ``/users/{urn}/tracks`` with ``limit=200``.
+- Originals: ``/tracks/{urn}/download`` answers 302 to a signed CDN URL that expires in minutes.
+- Transcodings: ``/tracks/{urn}/streams`` -> ``hls_aac_160_url`` -> HLS media playlist -> segments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import m3u8
+import requests
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .config import SoundCloudConfig
+from .errors import TemporaryError, UpstreamError
+from .logs import log
+
+USER_URN = re.compile(r"^soundcloud:users:[0-9]+$")
+TRACK_URN = re.compile(r"^soundcloud:tracks:[0-9]+$")
+PAGE_LIMIT = 200  # the API's maximum page size
+TOKEN_RENEW_MARGIN_S = 300
+CONNECT_TIMEOUT_S = 10
+READ_TIMEOUT_S = 60
+HLS_PRESETS = ("hls_aac_160_url", "hls_aac_96_url", "hls_mp3_128_url")
+
+
+class Track(BaseModel):
+    """The fields of an API track object the mirror relies on; the full JSON is kept in ``raw``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    urn: str = Field(pattern=TRACK_URN.pattern)
+    title: str = ""
+    downloadable: bool = False
+    download_url: str | None = None
+    permalink_url: str | None = None
+    raw: dict[str, Any] = Field(default_factory=dict, exclude=True, repr=False)
+
+    @classmethod
+    def from_api(cls, data: Any) -> Track:
+        """Validate one track object. :raises UpstreamError: when it breaks the contract."""
+        try:
+            if isinstance(data, dict) and "urn" not in data and isinstance(data.get("id"), int):
+                data = {**data, "urn": f"soundcloud:tracks:{data['id']}"}
+            return cls.model_validate({**data, "raw": data})
+        except (ValidationError, TypeError) as exc:
+            raise UpstreamError(f"track object breaks the API contract: {exc}") from exc
+
+
+class User(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    urn: str = Field(pattern=USER_URN.pattern)
+    permalink: str = ""
+    username: str = ""
+    raw: dict[str, Any] = Field(default_factory=dict, exclude=True, repr=False)
+
+
+@dataclass
+class _Token:
+    access_token: str
+    refresh_token: str | None
+    expires_at: float  # epoch seconds
+
+    def fresh(self, now: float) -> bool:
+        return now < self.expires_at - TOKEN_RENEW_MARGIN_S
+
+
+def _retrying_session() -> requests.Session:
+    # urllib3 retries idempotent requests on 5xx and honours Retry-After; 401 and 403 are handled
+    # by the caller because they need a new token or a new signed URL, not the same request again.
+    retry = Retry(
+        total=5,
+        connect=5,
+        read=3,
+        backoff_factor=1.0,
+        backoff_jitter=0.5,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry, pool_maxsize=32)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["Accept-Encoding"] = "identity"  # byte counts must match Content-Length
+    return session
+
+
+class SoundCloudClient:
+    """A thread-safe client for one SoundCloud app.
+
+    >>> client = SoundCloudClient(config.soundcloud, state_dir=Path("/var/lib/sc2s3"))
+    >>> user = client.resolve_user("band-one")
+    >>> for track in client.iter_tracks(user.urn): ...
+    """
+
+    def __init__(self, config: SoundCloudConfig, state_dir: Path | None = None):
+        self.config = config
+        self.session = _retrying_session()
+        self._token_file = state_dir / "token.json" if state_dir else None
+        self._token: _Token | None = None
+        self._token_lock = threading.Lock()
+
+    # -- OAuth ---------------------------------------------------------------------------------
+
+    def access_token(self) -> str:
+        """A valid access token, renewing or fetching one only when needed."""
+        with self._token_lock:
+            now = time.time()
+            if self._token is None:
+                self._token = self._load_token()
+            if self._token is None or not self._token.fresh(now):
+                self._token = self._renew(self._token)
+                self._save_token(self._token)
+            return self._token.access_token
+
+    def invalidate_token(self, token: str) -> None:
+        """Forget ``token`` after the API rejected it (401), so the next call renews it."""
+        with self._token_lock:
+            if self._token and self._token.access_token == token:
+                self._token = _Token(token, self._token.refresh_token, 0)
+
+    def _renew(self, old: _Token | None) -> _Token:
+        if old and old.refresh_token:
+            token = self._token_request({"grant_type": "refresh_token",
+                                         "refresh_token": old.refresh_token}, quiet=True)
+            if token:
+                return token
+        token = self._token_request({"grant_type": "client_credentials"})
+        assert token is not None
+        return token
+
+    def _token_request(self, form: dict, quiet: bool = False) -> _Token | None:
+        url = f"{self.config.auth_url}/oauth/token"
+        auth = (self.config.client_id, self.config.read_client_secret())
+        try:
+            response = self.session.post(url, data=form, auth=auth,
+                                         timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+        except requests.RequestException as exc:
+            raise TemporaryError(f"SoundCloud token endpoint unreachable: {exc}") from exc
+        if response.status_code == 400 and quiet:
+            log.info("refresh token refused; fetching a new token", status=400)
+            return None
+        if response.status_code in (401, 403):
+            raise UpstreamError(f"SoundCloud refused the client credentials (HTTP "
+                                f"{response.status_code}); check soundcloud.client_id and the secret")
+        if response.status_code != 200:
+            raise TemporaryError(f"SoundCloud token endpoint answered HTTP {response.status_code}")
+        body = _json(response)
+        try:
+            return _Token(str(body["access_token"]), body.get("refresh_token"),
+                          time.time() + float(body.get("expires_in", 3599)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UpstreamError("token response lacks access_token/expires_in") from exc
+
+    def _load_token(self) -> _Token | None:
+        if not self._token_file or not self._token_file.exists():
+            return None
+        try:
+            data = json.loads(self._token_file.read_text())
+            return _Token(str(data["access_token"]), data.get("refresh_token"),
+                          float(data["expires_at"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("ignoring unreadable token cache", path=str(self._token_file))
+            return None
+
+    def _save_token(self, token: _Token) -> None:
+        # Written atomically before the refresh token can be used again: it is single-use.
+        if not self._token_file:
+            return
+        self._token_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._token_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(token.__dict__, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self._token_file)
+
+    # -- API calls -----------------------------------------------------------------------------
+
+    def get(self, url: str, **kwargs) -> requests.Response:
+        """GET an API URL with the OAuth header; renews the token once on 401.
+
+        :raises TemporaryError: network failure or 5xx/429 after retries.
+        :raises UpstreamError: any other non-2xx/3xx answer.
+        """
+        for attempt in (1, 2):
+            token = self.access_token()
+            headers = {"Authorization": f"OAuth {token}", "Accept": "application/json"}
+            try:
+                response = self.session.get(url, headers=headers,
+                                            timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), **kwargs)
+            except requests.RequestException as exc:
+                raise TemporaryError(f"SoundCloud unreachable: {_scrub(url)}: {exc}") from exc
+            if response.status_code == 401 and attempt == 1:
+                self.invalidate_token(token)
+                continue
+            break
+        if response.status_code in (429,) or response.status_code >= 500:
+            raise TemporaryError(f"SoundCloud answered HTTP {response.status_code} for {_scrub(url)}")
+        if response.status_code >= 400:
+            raise UpstreamError(f"SoundCloud answered HTTP {response.status_code} for {_scrub(url)}")
+        return response
+
+    def resolve_user(self, account: str) -> User:
+        """The user for a permalink (``band-one``) or a user URN (``soundcloud:users:1``)."""
+        if USER_URN.match(account):
+            url = f"{self.config.api_url}/users/{account}"
+        else:
+            profile = f"https://soundcloud.com/{quote(account, safe='')}"
+            url = f"{self.config.api_url}/resolve?url={quote(profile, safe='')}"
+        data = _json(self.get(url))
+        try:
+            return User.model_validate({**data, "raw": data})
+        except (ValidationError, TypeError) as exc:
+            raise UpstreamError(f"account {account!r} did not resolve to a user: {exc}") from exc
+
+    def iter_tracks(self, user_urn: str):
+        """Yield every :class:`Track` of the user, following ``next_href`` cursors."""
+        url = f"{self.config.api_url}/users/{user_urn}/tracks?linked_partitioning=true&limit={PAGE_LIMIT}"
+        while url:
+            page = _json(self.get(url))
+            collection = page.get("collection") if isinstance(page, dict) else None
+            if not isinstance(collection, list):
+                raise UpstreamError("track page lacks a 'collection' list")
+            for item in collection:
+                yield Track.from_api(item)
+            url = page.get("next_href") or None
+            if url is not None and not str(url).startswith(("http://", "https://")):
+                raise UpstreamError("track page has a next_href that is not an http(s) URL")
+
+    def signed_download_url(self, track: Track) -> str:
+        """Follow ``/tracks/{urn}/download`` to its short-lived signed CDN URL (not followed)."""
+        url = track.download_url or f"{self.config.api_url}/tracks/{track.urn}/download"
+        response = self.get(url, allow_redirects=False)
+        location = response.headers.get("Location")
+        if response.status_code not in (301, 302, 303, 307, 308) or not location:
+            raise UpstreamError(f"download of {track.urn} did not redirect to the CDN")
+        return requests.compat.urljoin(url, location)
+
+    def hls_playlist_url(self, track: Track) -> tuple[str, str]:
+        """``(preset, url)`` of the best HLS transcoding from ``/tracks/{urn}/streams``."""
+        streams = _json(self.get(f"{self.config.api_url}/tracks/{track.urn}/streams"))
+        for field in HLS_PRESETS:
+            url = streams.get(field) if isinstance(streams, dict) else None
+            if isinstance(url, str) and url.startswith(("http://", "https://")):
+                return field.removesuffix("_url"), url
+        raise UpstreamError(f"{track.urn} has no HLS transcoding in /streams")
+
+    def hls_segment_urls(self, playlist_url: str) -> list[str]:
+        """Absolute segment URLs of the HLS media playlist (after its 302 to the CDN)."""
+        response = self.get(playlist_url)
+        playlist = m3u8.loads(response.text, uri=response.url)
+        if playlist.is_variant:
+            # A master playlist: take the highest-bandwidth rendition.
+            best = max(playlist.playlists, key=lambda p: p.stream_info.bandwidth or 0)
+            return self.hls_segment_urls(best.absolute_uri)
+        if not playlist.segments:
+            raise UpstreamError("HLS playlist has no segments")
+        if any(segment.key and segment.key.method not in (None, "NONE")
+               for segment in playlist.segments):
+            raise UpstreamError("HLS playlist is encrypted; cannot archive it")
+        return [segment.absolute_uri for segment in playlist.segments]
+
+
+def _json(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise UpstreamError(f"non-JSON answer from {_scrub(response.url)}") from exc
+
+
+def _scrub(url: str) -> str:
+    """``url`` without its query string (it may carry a signature)."""
+    return url.split("?", 1)[0]

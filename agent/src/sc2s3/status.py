@@ -1,0 +1,71 @@
+"""sc2s3.status
+~~~~~~~~~~~~~~~
+
+What is in the archive per account (from the catalogs in the bucket) and how the daemon's last
+cycle went (from ``state_dir/last_cycle.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .archive import CatalogStore, Layout
+from .config import Config
+
+LAST_CYCLE_FILE = "last_cycle.json"
+
+
+def collect_status(config: Config, s3) -> dict:
+    """``{"version", "bucket", "prefix", "accounts": [...], "last_cycle": {...} | None}``."""
+    store = CatalogStore(s3, config.s3.bucket, Layout(config.s3.prefix))
+    accounts = []
+    for user_urn in store.list_user_urns():
+        catalog = store.load(user_urn)
+        revisions = [r for e in catalog.tracks.values() for r in e.revisions]
+        accounts.append({
+            "user_urn": user_urn,
+            "permalink": catalog.permalink,
+            "tracks": sum(1 for e in catalog.tracks.values() if e.revisions),
+            "revisions": len(revisions),
+            "bytes": sum(r.size for r in revisions),
+            "deleted_upstream": sum(1 for e in catalog.tracks.values() if e.deleted_upstream_at),
+            "updated_at": catalog.updated_at,
+        })
+    return {"version": __version__, "bucket": config.s3.bucket, "prefix": config.s3.prefix,
+            "accounts": accounts, "last_cycle": read_last_cycle(Path(config.agent.state_dir))}
+
+
+def read_last_cycle(state_dir: Path) -> dict | None:
+    try:
+        data = json.loads((state_dir / LAST_CYCLE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_last_cycle(state_dir: Path, summary: dict) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / (LAST_CYCLE_FILE + ".tmp")
+    tmp.write_text(json.dumps(summary))
+    tmp.replace(state_dir / LAST_CYCLE_FILE)
+
+
+def print_status(status: dict, console: Console | None = None) -> None:
+    """A human table of ``status``."""
+    console = console or Console()
+    table = Table(title=f"s3://{status['bucket']}/{status['prefix']}")
+    for column in ("account", "user URN", "tracks", "revisions", "bytes", "deleted upstream",
+                   "catalog updated"):
+        table.add_column(column, justify="right" if column in ("tracks", "bytes") else "left")
+    for account in status["accounts"]:
+        table.add_row(account["permalink"], account["user_urn"], str(account["tracks"]),
+                      str(account["revisions"]), f"{account['bytes']:,}",
+                      str(account["deleted_upstream"]), account["updated_at"])
+    console.print(table)
+    cycle = status["last_cycle"]
+    console.print("last cycle: " + (json.dumps(cycle) if cycle else "none recorded on this host"))

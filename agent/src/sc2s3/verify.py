@@ -1,0 +1,167 @@
+"""sc2s3.verify
+~~~~~~~~~~~~~~~
+
+Reads archived objects back and checks every byte against what was recorded at mirror time: the
+whole-file SHA-256 in the catalog and the S3 additional checksum (HeadObject ``ChecksumMode=ENABLED``,
+S3 API "Checking object integrity"), recomputed part by part with the object's ``sc-part-size``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .archive import Catalog, CatalogStore, Layout, Revision
+from .config import Config
+from .errors import TemporaryError
+from .logs import log
+from .progress import Reporter
+from .transfer import b64, composite_sha256
+
+READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ObjectDigest:
+    """An object as read back: ``size`` (bytes), ``sha256`` (hex), ``computed_checksum`` (S3 style,
+    from the bytes), ``s3_checksum`` (what S3 reports, or None), ``part_size`` (bytes) and
+    ``metadata``."""
+
+    size: int
+    sha256: str
+    computed_checksum: str
+    s3_checksum: str | None
+    part_size: int | None
+    version_id: str | None
+    metadata: dict[str, str]
+
+
+class MissingObject(Exception):
+    pass
+
+
+def read_object_digest(s3, bucket: str, key: str, version_id: str | None = None, *,
+                       sink: BinaryIO | None = None,
+                       on_bytes: Callable[[int], None] = lambda n: None) -> ObjectDigest:
+    """Stream ``key`` from S3 (into ``sink`` if given) and digest it.
+
+    :raises MissingObject: the key (or version) does not exist.
+    :raises TemporaryError: S3 unreachable.
+    """
+    version = {"VersionId": version_id} if version_id else {}
+    try:
+        answer = s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED", **version)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "NoSuchVersion", "404"):
+            raise MissingObject(key) from exc
+        raise TemporaryError(f"cannot read {key}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise TemporaryError(f"cannot read {key}: {exc}") from exc
+    metadata = answer.get("Metadata", {})
+    part_size = int(metadata["sc-part-size"]) if metadata.get("sc-part-size", "").isdigit() else None
+    whole, part, part_filled, part_digests, size = hashlib.sha256(), hashlib.sha256(), 0, [], 0
+    try:
+        for chunk in answer["Body"].iter_chunks(READ_CHUNK):
+            whole.update(chunk)
+            if sink is not None:
+                sink.write(chunk)
+            size += len(chunk)
+            on_bytes(len(chunk))
+            view = memoryview(chunk)
+            while part_size and view:  # split the chunk at part boundaries
+                take = min(len(view), part_size - part_filled)
+                part.update(view[:take])
+                part_filled += take
+                view = view[take:]
+                if part_filled == part_size:
+                    part_digests.append(part.digest())
+                    part, part_filled = hashlib.sha256(), 0
+    except (BotoCoreError, OSError) as exc:
+        raise TemporaryError(f"reading {key} failed: {exc}") from exc
+    if part_filled:
+        part_digests.append(part.digest())
+    reported = answer.get("ChecksumSHA256")
+    multipart = reported is not None and "-" in reported
+    computed = composite_sha256(part_digests) if multipart else b64(whole.digest())
+    return ObjectDigest(size, whole.hexdigest(), computed, reported, part_size,
+                        answer.get("VersionId"), metadata)
+
+
+def check_revision(digest: ObjectDigest, revision: Revision, track_urn: str) -> list[str]:
+    """Every way ``digest`` disagrees with the catalog's ``revision`` (empty when it is intact)."""
+    problems = []
+    if digest.size != revision.size:
+        problems.append(f"size {digest.size} != catalog {revision.size}")
+    if digest.sha256 != revision.sha256:
+        problems.append("SHA-256 differs from the catalog")
+    if digest.s3_checksum is None:
+        problems.append("S3 reports no checksum")
+    elif digest.computed_checksum != digest.s3_checksum:
+        problems.append("bytes do not match the S3 checksum")
+    if digest.metadata.get("sc-urn") != track_urn:
+        problems.append(f"sc-urn metadata is {digest.metadata.get('sc-urn')!r}")
+    return problems
+
+
+def _check_not_overwritten(s3, bucket: str, revision: Revision) -> list[str]:
+    # In a versioned bucket a damaged write lands as a newer version above the archived one.
+    if not revision.version_id or revision.version_id == "null":
+        return []
+    try:
+        current = s3.head_object(Bucket=bucket, Key=revision.key).get("VersionId")
+    except (ClientError, BotoCoreError) as exc:
+        return [f"cannot read the current version: {exc}"]
+    if current != revision.version_id:
+        return [f"overwritten: current version {current} is not the archived "
+                f"{revision.version_id} (the archived version is intact)"]
+    return []
+
+
+@dataclass
+class VerifyResult:
+    checked: int = 0
+    bytes: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def iter_revisions(store: CatalogStore, accounts: list[str] | None = None):
+    """Yield ``(catalog, track_urn, revision)`` for every archived revision under the prefix."""
+    for user_urn in store.list_user_urns():
+        catalog: Catalog = store.load(user_urn)
+        if accounts and user_urn not in accounts and catalog.permalink not in accounts:
+            continue
+        for track_urn, entry in catalog.tracks.items():
+            for revision in entry.revisions:
+                yield catalog, track_urn, revision
+
+
+def verify_archive(config: Config, s3, reporter: Reporter | None = None) -> VerifyResult:
+    """Re-read every archived revision and check it. Problems are listed, never repaired."""
+    reporter = reporter or Reporter()
+    store = CatalogStore(s3, config.s3.bucket, Layout(config.s3.prefix))
+    result = VerifyResult()
+    for catalog, track_urn, revision in iter_revisions(store):
+        handle = reporter.start(f"{catalog.permalink or catalog.user_urn} {track_urn}",
+                                revision.size)
+        try:
+            digest = read_object_digest(
+                s3, config.s3.bucket, revision.key, revision.version_id,
+                on_bytes=lambda n, h=handle: reporter.advance(h, n))
+            problems = check_revision(digest, revision, track_urn)
+            problems += _check_not_overwritten(s3, config.s3.bucket, revision)
+            result.bytes += digest.size
+        except MissingObject:
+            problems = ["object is missing"]
+        finally:
+            reporter.finish(handle)
+        result.checked += 1
+        for problem in problems:
+            result.problems.append(f"{revision.key}: {problem}")
+            log.error("verify failed", key=revision.key, track_urn=track_urn, problem=problem)
+    log.info("verify finished", checked=result.checked, bytes=result.bytes,
+             problems=len(result.problems))
+    return result
