@@ -1,0 +1,41 @@
+"""A SoundCloud simulator: a real HTTP server implementing the public API contract
+(../shared/reference/soundcloud-api.md in the team docs) for tests, benchmarks and the sandbox.
+
+    from soundcloud_sim import Simulator, demo_catalog
+    with Simulator(demo_catalog(), client_id="cid", client_secret="csecret") as sim:
+        sim.base_url   # API, OAuth and CDN all live here
+        sim.counters   # {"token": 1, "download": 2, "cdn_bytes": ..., "http_429": ...}
+
+Knobs (Simulator keyword arguments): token_ttl_s, url_ttl_s (signed CDN URL lifetime),
+range_supported, page_size_max (limit above it is clamped), rate_limit_429_shape
+("errors" | "spam"), play_budget / play_window_s (plays = /download and /streams calls),
+token_limit_app / token_limit_ip ((count, window_s)), hls_segment_urls ("relative" |
+"absolute"), last_page_next_href ("null" | "absent"), retry_after_s, log_requests.
+Test controls: clock.advance(s), fail_next(route, status, kind=..., ...), faults,
+expire_tokens(), rotate_url_key(), issue_token(), reset_counters(), request_log.
+"""
+
+from .catalog import Catalog, Track, User
+from .content import HLS_SEGMENT_LEN, track_bytes, track_sha256
+from .demo import demo_catalog
+from .faults import Fault, FaultPlan
+from .renditions import hls_bytes, hls_sha256, hls_size, original_sha256, preview_sha256
+from .simulator import Simulator
+
+__all__ = [
+    "HLS_SEGMENT_LEN",
+    "Catalog",
+    "Fault",
+    "FaultPlan",
+    "Simulator",
+    "Track",
+    "User",
+    "demo_catalog",
+    "hls_bytes",
+    "hls_sha256",
+    "hls_size",
+    "original_sha256",
+    "preview_sha256",
+    "track_bytes",
+    "track_sha256",
+]

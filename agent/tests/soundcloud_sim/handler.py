@@ -1,0 +1,618 @@
+"""HTTP request handling: routing, OAuth checks, API JSON, redirects and CDN byte streams."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import socket
+import struct
+import uuid
+from collections.abc import Iterable, Iterator
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+
+from . import listing, render
+from .catalog import Track
+from .content import (
+    HLS_PRESETS,
+    hls_seed,
+    hls_segment_count,
+    hls_segment_range,
+    original_seed,
+    preview_seed,
+    stream_views,
+)
+from .faults import Fault
+from .hls import playlist_text
+from .renditions import hls_size, preview_size
+
+if TYPE_CHECKING:
+    from .simulator import Simulator
+
+JSON_TYPE = "application/json; charset=utf-8"
+_STREAM_NS = uuid.UUID("6f1c7f52-56c3-4a59-9c1b-5e0b8f9a3c11")
+
+# (methods, path pattern, route name, handler method)
+ROUTES: list[tuple[frozenset[str], re.Pattern[str], str, str]] = [
+    (frozenset({"POST"}), re.compile(r"/oauth2?/token"), "token", "_token"),
+    (frozenset({"GET"}), re.compile(r"/resolve"), "resolve", "_resolve"),
+    (frozenset({"GET"}), re.compile(r"/users/(?P<key>[^/]+)"), "user", "_user"),
+    (frozenset({"GET"}), re.compile(r"/users/(?P<key>[^/]+)/tracks"), "tracks_page", "_tracks"),
+    (frozenset({"GET"}), re.compile(r"/tracks/(?P<key>[^/]+)"), "track", "_track"),
+    (frozenset({"GET"}), re.compile(r"/tracks/(?P<key>[^/]+)/download"), "download", "_download"),
+    (frozenset({"GET"}), re.compile(r"/tracks/(?P<key>[^/]+)/streams"), "streams", "_streams"),
+    (
+        frozenset({"GET", "HEAD"}),
+        re.compile(r"/tracks/(?P<key>[^/]+)/streams/(?P<uuid>[0-9a-f-]+)/hls"),
+        "hls",
+        "_hls_redirect",
+    ),
+    (
+        frozenset({"GET", "HEAD"}),
+        re.compile(r"/tracks/(?P<key>[^/]+)/streams/(?P<uuid>[0-9a-f-]+)/preview"),
+        "preview",
+        "_preview_redirect",
+    ),
+    (frozenset({"GET", "HEAD"}), re.compile(r"/cdn/original/(?P<key>\d+)"), "cdn", "_cdn_original"),
+    (
+        frozenset({"GET", "HEAD"}),
+        re.compile(r"/cdn/hls/(?P<preset>[a-z0-9_]+)/(?P<key>\d+)/playlist\.m3u8"),
+        "cdn_playlist",
+        "_cdn_playlist",
+    ),
+    (
+        frozenset({"GET", "HEAD"}),
+        re.compile(r"/cdn/hls/(?P<preset>[a-z0-9_]+)/(?P<key>\d+)/(?P<index>\d+)\.aac"),
+        "cdn_segment",
+        "_cdn_segment",
+    ),
+    (
+        frozenset({"GET", "HEAD"}),
+        re.compile(r"/cdn/preview/(?P<key>\d+)\.mp3"),
+        "cdn_preview",
+        "_cdn_preview",
+    ),
+    (frozenset({"GET"}), re.compile(r"/_sim/health"), "sim_health", "_sim_health"),
+    (frozenset({"GET"}), re.compile(r"/_sim/counters"), "sim_counters", "_sim_counters"),
+]
+
+
+def stream_uuid(track_id: int, preset: str) -> str:
+    """The stable `<uuid>` in a track's /streams URLs, one per preset."""
+    return str(uuid.uuid5(_STREAM_NS, f"{track_id}:{preset}"))
+
+
+class SimHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as clients pool connections
+    server_version = "soundcloud-sim"
+    disable_nagle_algorithm = True  # small JSON answers must not wait for delayed ACKs
+    timeout = 120  # an idle keep-alive connection frees its thread after this
+
+    sim: Simulator
+    route = "unknown"
+    params: dict[str, list[str]]
+    body: bytes = b""
+    fault: Fault | None = None
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    # --- dispatch -------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_HEAD(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        self.sim = self.server.sim  # type: ignore[attr-defined]
+        self.route, self.fault = "unknown", None
+        split = urlsplit(self.path)
+        path = unquote(split.path)
+        self.params = parse_qs(split.query, keep_blank_values=True)
+        self.body = self._read_body()
+        self.sim.counters.incr("requests")
+        for methods, pattern, route, method_name in ROUTES:
+            match = pattern.fullmatch(path)
+            if not match:
+                continue
+            self.route = route
+            if self.command not in methods:
+                self._send_json(405, render.error_json(405))
+                return
+            self.sim.counters.incr(route)
+            if route.startswith("cdn"):
+                self.sim.counters.incr("cdn_requests")
+            key = match.groupdict().get("key") if not route.startswith(("user", "tracks_")) else None
+            self.fault = self.sim.faults.take(route, _track_id_of(key))
+            if self.fault:
+                self.sim.counters.incr("faults_fired")
+                if self.fault.kind == "status":
+                    self._send_fault_status(self.fault)
+                    return
+            getattr(self, method_name)(**match.groupdict())
+            return
+        self._send_json(404, render.error_json(404))
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    # --- OAuth ----------------------------------------------------------------------------
+
+    def _token(self) -> None:
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type not in ("", "application/x-www-form-urlencoded"):
+            self._send_json(400, render.oauth_error_json(400, "invalid_request", "form body"))
+            return
+        form = {k: v[-1] for k, v in parse_qs(self.body.decode("utf-8", "replace")).items()}
+        client_id, client_secret = _basic_credentials(self.headers.get("Authorization", ""))
+        client_id = client_id or form.get("client_id")
+        client_secret = client_secret or form.get("client_secret")
+        if (client_id, client_secret) != (self.sim.client_id, self.sim.client_secret):
+            self._send_json(401, render.oauth_error_json(401, "invalid_client"))
+            return
+        grant_type = form.get("grant_type", "")
+        now = self.sim.clock.now()
+        if grant_type == "client_credentials":
+            if not (
+                self.sim.token_limit_app.allow(client_id, now)
+                and self.sim.token_limit_ip.allow(self.client_address[0], now)
+            ):
+                self.sim.counters.incr("token_rate_limited")
+                message = "Rate limit for client credentials tokens exceeded"
+                self._send_json(429, render.error_json(429, message, render.RATE_LIMIT_LINK))
+                return
+        elif grant_type == "refresh_token":
+            if not self.sim.tokens.redeem_refresh(form.get("refresh_token", "")):
+                self._send_json(400, render.oauth_error_json(400, "invalid_grant"))
+                return
+        else:
+            self._send_json(400, render.oauth_error_json(400, "unsupported_grant"))
+            return
+        self.sim.counters.incr(f"token_{grant_type}")
+        grant = self.sim.tokens.issue(now)
+        body = {
+            "access_token": grant.access_token,
+            "expires_in": grant.expires_in,
+            "refresh_token": grant.refresh_token,
+            "token_type": "bearer",
+            "scope": "",
+        }
+        self._send_json(200, body, {"Cache-Control": "no-store"})
+
+    def _authorized(self) -> bool:
+        """True when the request carries a live `Authorization: OAuth <token>`; else sends 401."""
+        header = self.headers.get("Authorization")
+        if not header:
+            # ?client_id= and ?oauth_token= no longer authenticate anything
+            self._send_unauthorized(render.MISSING_AUTH_MESSAGE)
+            return False
+        scheme, _, token = header.partition(" ")
+        if scheme != "OAuth" or not self.sim.tokens.is_valid(token.strip(), self.sim.clock.now()):
+            self._send_unauthorized("")
+            return False
+        return True
+
+    def _send_unauthorized(self, message: str) -> None:
+        self.sim.counters.incr("unauthorized")
+        headers = {"WWW-Authenticate": 'OAuth realm="SoundCloud", error="invalid_token"'}
+        self._send_json(401, render.error_json(401, message), headers)
+
+    def _take_play(self) -> bool:
+        """Count a play against the budget; over budget sends 429 and returns False."""
+        now = self.sim.clock.now()
+        if self.sim.play_budget.take(now):
+            self.sim.counters.incr("plays")
+            return True
+        self.sim.counters.incr("plays_refused")
+        self._send_rate_limited(self.sim.rate_limit_429_shape, self.sim.retry_after_s)
+        return False
+
+    def _send_rate_limited(self, shape: str, retry_after_s: int | None) -> None:
+        now = self.sim.clock.now()
+        budget = self.sim.play_budget
+        body = render.rate_limit_json(
+            shape, "plays", budget.max_plays, budget.window_s, budget.reset_time(now)
+        )
+        headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else {}
+        self._send_json(429, body, headers, content_type="application/json")
+
+    # --- API ------------------------------------------------------------------------------
+
+    def _resolve(self) -> None:
+        if not self._authorized():
+            return
+        target = self._resolve_target((self.params.get("url") or [""])[-1])
+        if target is None:
+            self._send_json(404, render.error_json(404))
+            return
+        self._send_redirect(self.sim.base_url + target)
+
+    def _resolve_target(self, url: str) -> str | None:
+        """API path of a soundcloud.com user or track URL, or None."""
+        split = urlsplit(url)
+        if split.scheme not in ("http", "https") or split.hostname not in (
+            "soundcloud.com",
+            "www.soundcloud.com",
+            "m.soundcloud.com",
+        ):
+            return None
+        parts = [unquote(p) for p in split.path.split("/") if p]
+        user = self.sim.catalog.user(parts[0]) if parts else None
+        if user is None or len(parts) > 2:
+            return None
+        if len(parts) == 1:
+            return f"/users/{user.urn}"
+        for track in self.sim.catalog.tracks_of(user):
+            if render.track_slug(track.title) == parts[1]:
+                return f"/tracks/{track.urn}"
+        return None
+
+    def _user(self, key: str) -> None:
+        if not self._authorized():
+            return
+        user = self.sim.catalog.user(key) if key.isdigit() or key.startswith("soundcloud:") else None
+        if user is None:
+            self._send_json(404, render.error_json(404))
+            return
+        count = len(self.sim.catalog.tracks_of(user))
+        self._send_json(200, render.user_json(self.sim.base_url, user, count))
+
+    def _tracks(self, key: str) -> None:
+        if not self._authorized():
+            return
+        user = self.sim.catalog.user(key) if key.isdigit() or key.startswith("soundcloud:") else None
+        if user is None:
+            self._send_json(404, render.error_json(404))
+            return
+        try:
+            access = listing.parse_access(self.params.get("access", []))
+            size = self._param("page_size") or self._param("limit")
+            limit = listing.parse_limit(size, self.sim.page_size_max)
+            order = self._param("sort") or self._param("direction") or self._param("order")
+            descending = listing.parse_descending(order)
+            items, last = listing.page(
+                self.sim.catalog.tracks_of(user), access, limit, descending, self._param("cursor")
+            )
+        except listing.ListingError as exc:
+            self._send_json(400, render.error_json(400, str(exc)))
+            return
+        collection = [render.track_json(self.sim.base_url, user, t) for t in items]
+        if self._param("linked_partitioning") not in ("true", "1"):
+            self._send_json(200, collection)  # the deprecated bare-array form
+            return
+        body: dict[str, Any] = {"collection": collection}
+        if last is not None:
+            query = {k: v[-1] for k, v in self.params.items() if k not in ("cursor", "limit")}
+            query.update(page_size=str(limit), cursor=listing.encode_cursor(last))
+            if "access" in query:
+                query["access"] = ",".join(sorted(access))
+            query["linked_partitioning"] = "true"
+            body["next_href"] = f"{self.sim.base_url}/users/{user.urn}/tracks?{urlencode(query)}"
+        elif self.sim.last_page_next_href == "null":
+            body["next_href"] = None
+        self._send_json(200, body)
+
+    def _track(self, key: str) -> None:
+        if not self._authorized():
+            return
+        found = self.sim.catalog.track(key)
+        if found is None:
+            self._send_json(404, render.error_json(404))
+            return
+        self._send_json(200, render.track_json(self.sim.base_url, *found))
+
+    def _download(self, key: str) -> None:
+        if not self._authorized():
+            return
+        found = self.sim.catalog.track(key)
+        if found is None or not found[1].downloadable or found[1].access != "playable":
+            self._send_json(404, render.error_json(404))
+            return
+        if self._take_play():
+            self._send_redirect(self.sim.signed_url(f"/cdn/original/{found[1].id}"))
+
+    def _streams(self, key: str) -> None:
+        if not self._authorized():
+            return
+        found = self.sim.catalog.track(key)
+        if found is None or found[1].access == "blocked":
+            self._send_json(404, render.error_json(404))
+            return
+        if not self._take_play():
+            return
+        track = found[1]
+        base = f"{self.sim.base_url}/tracks/{quote(track.urn, safe=':')}/streams"
+        hls_allowed = track.access == "playable"
+        body = {
+            "hls_aac_160_url": (
+                f"{base}/{stream_uuid(track.id, 'hls_aac_160')}/hls" if hls_allowed else None
+            ),
+            "hls_aac_96_url": (
+                f"{base}/{stream_uuid(track.id, 'hls_aac_96')}/hls" if hls_allowed else None
+            ),
+            "preview_mp3_128_url": f"{base}/{stream_uuid(track.id, 'preview_mp3_128')}/preview",
+        }
+        self._send_json(200, body)
+
+    def _hls_redirect(self, key: str, uuid: str) -> None:
+        if not self._authorized():
+            return
+        found = self.sim.catalog.track(key)
+        track = found[1] if found and found[1].access == "playable" else None
+        preset = next(
+            (p for p in HLS_PRESETS if track and stream_uuid(track.id, p) == uuid), None
+        )
+        if track is None or preset is None:
+            self._send_json(404, render.error_json(404))
+            return
+        self._send_redirect(self.sim.signed_url(f"/cdn/hls/{preset}/{track.id}/playlist.m3u8"))
+
+    def _preview_redirect(self, key: str, uuid: str) -> None:
+        if not self._authorized():
+            return
+        found = self.sim.catalog.track(key)
+        if found is None or stream_uuid(found[1].id, "preview_mp3_128") != uuid:
+            self._send_json(404, render.error_json(404))
+            return
+        self._send_redirect(self.sim.signed_url(f"/cdn/preview/{found[1].id}.mp3"))
+
+    # --- CDN ------------------------------------------------------------------------------
+
+    def _cdn_track(self, key: str) -> Track | None:
+        """The track a signed CDN request is for; sends 403/404 and returns None otherwise."""
+        path = unquote(urlsplit(self.path).path)
+        params = {k: v[-1] for k, v in self.params.items()}
+        reason = self.sim.signer.check(path, params, self.sim.clock.now())
+        if reason is not None:
+            self.sim.counters.incr("cdn_denied")
+            xml = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n'
+                f"<Error><Code>AccessDenied</Code><Message>{reason}</Message></Error>\n"
+            )
+            self._send_bytes(403, xml.encode(), "text/xml")
+            return None
+        found = self.sim.catalog.track(key)
+        if found is None:
+            self._send_bytes(404, b"Not Found\n", "text/plain")
+            return None
+        return found[1]
+
+    def _cdn_original(self, key: str) -> None:
+        track = self._cdn_track(key)
+        if track is not None:
+            seed = original_seed(track.id, track.revision)
+            self._serve_object(seed, track.size, track.content_type, track)
+
+    def _cdn_preview(self, key: str) -> None:
+        track = self._cdn_track(key)
+        if track is not None:
+            seed = preview_seed(track.id, track.revision)
+            self._serve_object(seed, preview_size(track), "audio/mpeg", track)
+
+    def _cdn_playlist(self, key: str, preset: str) -> None:
+        track = self._cdn_track(key)
+        if track is None:
+            return
+        if preset not in HLS_PRESETS:
+            self._send_bytes(404, b"Not Found\n", "text/plain")
+            return
+        folder = f"/cdn/hls/{preset}/{track.id}"
+
+        def segment_uri(index: int) -> str:
+            signed = self.sim.signed_url(f"{folder}/{index}.aac")
+            return signed if self.sim.hls_segment_urls == "absolute" else signed.rsplit("/", 1)[1]
+
+        text = playlist_text(track, preset, segment_uri)
+        self._send_bytes(200, text.encode(), "application/vnd.apple.mpegurl")
+
+    def _cdn_segment(self, key: str, preset: str, index: str) -> None:
+        track = self._cdn_track(key)
+        if track is None:
+            return
+        size = hls_size(track, preset) if preset in HLS_PRESETS else 0
+        if not size or int(index) >= hls_segment_count(size):
+            self._send_bytes(404, b"Not Found\n", "text/plain")
+            return
+        start, end = hls_segment_range(size, int(index))
+        seed = hls_seed(track.id, preset, track.revision)
+        views = stream_views(seed, size, start, end)
+        self._serve_views(200, {"Content-Type": "audio/aac"}, views, end - start)
+
+    def _serve_object(self, seed: str, size: int, content_type: str, track: Track) -> None:
+        """A progressive file with ETag, Last-Modified and (when enabled) Range/If-Range."""
+        etag = '"' + hashlib.sha1(f"{seed}:{size}".encode(), usedforsecurity=False).hexdigest() + '"'
+        last_modified = formatdate(track.created_at.timestamp(), usegmt=True)
+        headers = {"Content-Type": content_type, "ETag": etag, "Last-Modified": last_modified}
+        if self.sim.range_supported:
+            headers["Accept-Ranges"] = "bytes"
+        wanted = self._wanted_range(size, etag, last_modified)
+        if wanted == "unsatisfiable":
+            headers["Content-Range"] = f"bytes */{size}"
+            self._send_bytes(416, b"", "text/plain", headers)
+            return
+        status, start, end = (200, 0, size) if wanted is None else (206, *wanted)
+        if status == 206:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        self._serve_views(status, headers, stream_views(seed, size, start, end), end - start)
+
+    def _wanted_range(
+        self, size: int, etag: str, last_modified: str
+    ) -> tuple[int, int] | str | None:
+        """[start, end) asked for by a single-range `Range`, None for the whole file."""
+        header = self.headers.get("Range")
+        if not header or not self.sim.range_supported:
+            return None
+        if_range = self.headers.get("If-Range")
+        if if_range is not None and if_range.strip() not in (etag, last_modified):
+            return None  # the file changed since the client's partial copy: send it all
+        match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+        if not match or match.group(1) == match.group(2) == "":
+            return None  # multi-range or malformed: ignoring Range is allowed
+        first, last = match.groups()
+        if first == "":  # suffix: the last N bytes
+            start, end = max(0, size - int(last)), size
+        else:
+            start = int(first)
+            end = size if last == "" else min(size, int(last) + 1)
+        if start >= size or end <= start:
+            return "unsatisfiable"
+        return start, end
+
+    # --- simulator introspection (not SoundCloud; for the sandbox and benchmarks) ----------
+
+    def _sim_health(self) -> None:
+        self._send_json(200, {"status": "ok", "base_url": self.sim.base_url})
+
+    def _sim_counters(self) -> None:
+        self._send_json(200, self.sim.counters.snapshot())
+
+    # --- responses ------------------------------------------------------------------------
+
+    def _param(self, name: str) -> str | None:
+        values = self.params.get(name)
+        return values[-1] if values else None
+
+    def _send_redirect(self, location: str) -> None:
+        self._send_json(
+            302, {"status": "302 - Found", "location": location}, {"Location": location}
+        )
+
+    def _send_fault_status(self, fault: Fault) -> None:
+        status = fault.status
+        if status == 429:
+            self._send_rate_limited(fault.shape or self.sim.rate_limit_429_shape, fault.retry_after_s)
+            return
+        headers = {"Retry-After": str(fault.retry_after_s)} if fault.retry_after_s else {}
+        if status == 401:
+            self._send_unauthorized("")
+        elif status == 502:
+            page = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"
+            self._send_bytes(502, page, "text/html", headers)
+        else:
+            self._send_json(status, render.error_json(status), headers)
+
+    def _send_json(
+        self,
+        status: int,
+        body: Any,
+        headers: dict[str, str] | None = None,
+        content_type: str = JSON_TYPE,
+    ) -> None:
+        payload = json.dumps(body, ensure_ascii=False).encode()
+        self._send_bytes(status, payload, content_type, headers)
+
+    def _send_bytes(
+        self,
+        status: int,
+        payload: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        all_headers = {"Content-Type": content_type, **(headers or {})}
+        self._serve_views(status, all_headers, [memoryview(payload)], len(payload))
+
+    def _serve_views(
+        self, status: int, headers: dict[str, str], views: Iterable[memoryview], length: int
+    ) -> None:
+        """Send status, headers and `length` body bytes (none for HEAD), applying body faults."""
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        if self.command == "HEAD" or length == 0:
+            return
+        cdn = self.route.startswith("cdn")
+        if cdn:
+            self.sim.counters.set_max("cdn_inflight_max", self.sim.counters.incr("cdn_inflight"))
+        try:
+            self._write_views(views, cdn)
+        except OSError:
+            # client went away (broken pipe, reset, write timeout): nothing left to answer
+            self.sim.counters.incr("client_aborts")
+            self.close_connection = True
+        finally:
+            if cdn:
+                self.sim.counters.incr("cdn_inflight", -1)
+
+    def _write_views(self, views: Iterable[memoryview], cdn: bool) -> None:
+        fault = self.fault if self.fault and self.fault.kind != "status" else None
+        sent = 0
+        for view in _split_at(views, fault.after_bytes if fault else None):
+            if fault is not None and sent == fault.after_bytes:
+                if fault.kind == "reset":
+                    self._reset_connection()
+                    return
+                if fault.kind == "truncate":
+                    self.close_connection = True
+                    return
+                self.sim.stopping.wait(fault.stall_s)
+                fault = None
+            self.wfile.write(view)
+            sent += len(view)
+            if cdn:
+                self.sim.counters.incr("cdn_bytes", len(view))
+
+    def _reset_connection(self) -> None:
+        """Abort with a TCP RST (SO_LINGER 0), as a crashed CDN edge would."""
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.rfile.close()  # the socket closes for real only when its file objects are gone
+        self.connection.close()
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        status = int(code) if str(code).isdigit() else 0
+        self.sim.record(self.command, self.path, status, self.route)
+        if status >= 400:
+            self.sim.counters.incr(f"http_{status}")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # requests are logged by Simulator.record
+
+
+def _split_at(views: Iterable[memoryview], offset: int | None) -> Iterator[memoryview]:
+    """The same bytes, with a chunk boundary exactly at `offset` (where a fault strikes)."""
+    sent = 0
+    for view in views:
+        if offset is not None and sent < offset < sent + len(view):
+            cut = offset - sent
+            yield view[:cut]
+            view = view[cut:]
+            sent += cut
+        yield view
+        sent += len(view)
+
+
+def _track_id_of(key: str | None) -> int | None:
+    if not key:
+        return None
+    key = key.removeprefix("soundcloud:tracks:")
+    return int(key) if key.isdigit() else None
+
+
+def _basic_credentials(header: str) -> tuple[str | None, str | None]:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None, None
+    try:
+        user, _, password = base64.b64decode(encoded.strip()).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None, None
+    return user, password

@@ -1,0 +1,192 @@
+"""The Simulator: SoundCloud's API, OAuth and CDN hosts as one threaded HTTP server on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import socketserver
+import sys
+import threading
+import time
+from collections import deque
+from http.server import ThreadingHTTPServer
+from typing import Any
+
+from .catalog import Catalog
+from .clock import Clock
+from .counters import Counters
+from .faults import Fault, FaultPlan
+from .handler import SimHandler
+from .limits import PlayBudget, SlidingWindowLimit
+from .signing import UrlSigner
+from .tokens import TokenStore
+
+RATE_LIMIT_SHAPES = ("errors", "spam")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], sim: Simulator) -> None:
+        self.sim = sim
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, SimHandler)
+
+    def server_bind(self) -> None:
+        # skip HTTPServer's reverse-DNS lookup of the bind address
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_open_connections(self) -> None:
+        """Wake handler threads blocked on idle keep-alive connections so they exit."""
+        with self._open_lock:
+            for conn in list(self._open):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+
+class Simulator:
+    """A running fake of SoundCloud. `base_url` serves the API, the OAuth token endpoint and the
+    CDN. See the package docstring for the knobs; all times are seconds."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        client_id: str,
+        client_secret: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token_ttl_s: int = 3599,
+        url_ttl_s: int = 300,
+        range_supported: bool = True,
+        page_size_max: int = 200,
+        rate_limit_429_shape: str = "errors",
+        play_budget: int = 15_000,
+        play_window_s: float = 86_400,
+        token_limit_app: tuple[int, float] = (50, 12 * 3600),
+        token_limit_ip: tuple[int, float] = (30, 3600),
+        hls_segment_urls: str = "relative",
+        last_page_next_href: str = "null",
+        retry_after_s: int | None = None,
+        log_requests: bool = False,
+    ) -> None:
+        if rate_limit_429_shape not in RATE_LIMIT_SHAPES:
+            raise ValueError(f"rate_limit_429_shape must be one of {RATE_LIMIT_SHAPES}")
+        if hls_segment_urls not in ("relative", "absolute"):
+            raise ValueError("hls_segment_urls must be relative or absolute")
+        if last_page_next_href not in ("null", "absent"):
+            raise ValueError("last_page_next_href must be null or absent")
+        self.catalog = catalog
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.host, self.port = host, port
+        self.url_ttl_s = url_ttl_s
+        self.range_supported = range_supported
+        self.page_size_max = page_size_max
+        self.rate_limit_429_shape = rate_limit_429_shape
+        self.hls_segment_urls = hls_segment_urls
+        self.last_page_next_href = last_page_next_href
+        self.retry_after_s = retry_after_s
+        self.log_requests = log_requests
+        self.clock = Clock()
+        self.counters = Counters()
+        self.faults = FaultPlan()
+        self.tokens = TokenStore(token_ttl_s)
+        self.signer = UrlSigner()
+        self.play_budget = PlayBudget(play_budget, play_window_s)
+        self.token_limit_app = SlidingWindowLimit(*token_limit_app)
+        self.token_limit_ip = SlidingWindowLimit(*token_limit_ip)
+        self.request_log: deque[dict[str, Any]] = deque(maxlen=10_000)
+        self.stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> Simulator:
+        self.stopping.clear()
+        self._server = _Server((self.host, self.port), self)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self.stopping.set()  # releases stalled-body faults
+        self._server.shutdown()
+        self._server.close_open_connections()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- addresses ------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url
+
+    @property
+    def auth_url(self) -> str:
+        return self.base_url
+
+    def signed_url(self, path: str, ttl_s: float | None = None) -> str:
+        """Absolute CDN URL for `path`, valid for `ttl_s` (default url_ttl_s) from now."""
+        ttl = self.url_ttl_s if ttl_s is None else ttl_s
+        return f"{self.base_url}{path}?{self.signer.query(path, self.clock.now() + ttl)}"
+
+    # --- test controls --------------------------------------------------------------------
+
+    def reset_counters(self) -> None:
+        self.counters.reset()
+
+    def fail_next(self, route: str, status: int = 503, **options: Any) -> Fault:
+        """One-shot fault on the next request to `route`; see faults.Fault for the options."""
+        return self.faults.fail_next(route, status, **options)
+
+    def issue_token(self) -> str:
+        """An access token without an HTTP round trip (not counted against token limits)."""
+        return self.tokens.issue(self.clock.now()).access_token
+
+    def expire_tokens(self) -> None:
+        """Every access token issued so far answers 401 from now on."""
+        self.tokens.expire_all()
+
+    def rotate_url_key(self) -> None:
+        """Every signed CDN URL issued so far answers 403 from now on."""
+        self.signer.rotate()
+
+    def record(self, method: str, path: str, status: int, route: str) -> None:
+        """Called once per response: keeps the request log and prints it when asked to."""
+        self.request_log.append(
+            {"method": method, "path": path, "status": status, "route": route, "at": time.time()}
+        )
+        if self.log_requests:
+            shown = path.split("?Policy=")[0]  # signatures are long and say nothing
+            print(f"{method} {shown} {status} route={route}", file=sys.stderr, flush=True)
