@@ -1,0 +1,34 @@
+"""Session fixtures of the system tests: one sandbox for the whole session.
+
+If a sandbox is already running (e.g. `make demo`), the tests use it and leave it running;
+otherwise they start one and stop it at the end. Only what the session started is torn down.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sys_sandbox import (
+    DOWN_TIMEOUT_S,
+    UP_TIMEOUT_S,
+    read_sandbox_vars,
+    sandbox_cli,
+    sandbox_is_up,
+)
+
+
+@pytest.fixture(scope="session")
+def sandbox_vars():
+    """The running sandbox's variables (dict from .sandbox/sandbox_vars.yml)."""
+    started_here = not sandbox_is_up()
+    if started_here:
+        try:
+            sandbox_cli("up", "--hosts", "3", timeout_s=UP_TIMEOUT_S)
+        except BaseException:
+            # A half-started sandbox is still ours to clean up.
+            sandbox_cli("down", timeout_s=DOWN_TIMEOUT_S)
+            raise
+    try:
+        yield read_sandbox_vars()
+    finally:
+        if started_here:
+            sandbox_cli("down", timeout_s=DOWN_TIMEOUT_S)

@@ -1,0 +1,60 @@
+"""Run ansible-playbook from the repository root and read its PLAY RECAP."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+
+from sys_paths import REPO, VENV_BIN
+
+RECAP_LINE = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
+    re.MULTILINE,
+)
+
+
+@dataclass
+class PlaybookRun:
+    """One ansible-playbook run: exit code, combined output, wall time in seconds."""
+
+    rc: int
+    output: str
+    seconds: float
+
+    def recap(self) -> dict[str, dict[str, int]]:
+        """PLAY RECAP counters per host, e.g. {"th1": {"ok": 30, "changed": 0, ...}}.
+
+        With several plays (deploy.yml) Ansible prints one recap with every host in it.
+        """
+        recap_start = self.output.rfind("PLAY RECAP")
+        assert recap_start >= 0, f"no PLAY RECAP in output:\n{self.output[-3000:]}"
+        return {
+            m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+            for m in RECAP_LINE.finditer(self.output[recap_start:])
+        }
+
+
+def run_playbook(*args: str, timeout_s: float = 600) -> PlaybookRun:
+    """Run `ansible-playbook ARGS...` in the repository root (so ansible.cfg applies)."""
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
+    started = time.monotonic()
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    return PlaybookRun(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started)

@@ -1,0 +1,69 @@
+"""Bad role inputs fail fast, before anything on the host changes, naming the input to fix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sys_paths import SANDBOX_INVENTORY, SANDBOX_VARS
+from sys_playbook import run_playbook
+
+FAIL_FAST_S = 60
+
+CASES = {
+    "part size below the S3 minimum": (
+        ["-e", "sc2s3_part_size_mib=2"],
+        ["sc2s3_part_size_mib must be between 5 and 5120"],
+    ),
+    "no accounts": (
+        ["-e", json.dumps({"sc2s3_accounts": []})],
+        ["sc2s3_accounts must list at least one"],
+    ),
+    "concurrency not a number": (
+        ["-e", "sc2s3_concurrency=many"],
+        ["sc2s3_concurrency", "int"],
+    ),
+    "health endpoint off loopback": (
+        ["-e", "sc2s3_health_listen=0.0.0.0:9464"],
+        ["sc2s3_health_listen must be a loopback host:port"],
+    ),
+    "S3 endpoint not a URL": (
+        ["-e", "sc2s3_s3_endpoint_url=seaweedfs:8333"],
+        ["sc2s3_s3_endpoint_url must be empty (AWS) or an http(s) URL"],
+    ),
+}
+
+
+@pytest.mark.timeout(FAIL_FAST_S + 30)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_fails_fast_with_a_clear_message(sandbox_vars, case):
+    extra, messages = CASES[case]
+    run = run_playbook(
+        "playbooks/agents.yml",
+        "-i", str(SANDBOX_INVENTORY),
+        "--limit", "th1",
+        "-e", f"@{SANDBOX_VARS}",
+        *extra,
+        timeout_s=FAIL_FAST_S,
+    )
+    assert run.rc != 0, run.output[-3000:]
+    for message in messages:
+        assert message in run.output, run.output[-3000:]
+    # Failed during validation: no task that changes the host ran.
+    assert "Install supervisor and the Python venv module" not in run.output
+    assert run.recap()["th1"]["changed"] == 0
+
+
+@pytest.mark.timeout(FAIL_FAST_S + 30)
+def test_missing_required_inputs_are_named(sandbox_vars):
+    # Without the sandbox's vars file the SoundCloud credentials are missing.
+    run = run_playbook(
+        "playbooks/agents.yml",
+        "-i", str(SANDBOX_INVENTORY),
+        "--limit", "th1",
+        timeout_s=FAIL_FAST_S,
+    )
+    assert run.rc != 0
+    assert "missing required arguments" in run.output, run.output[-3000:]
+    assert "sc2s3_soundcloud_client_id" in run.output
+    assert "Install supervisor and the Python venv module" not in run.output

@@ -1,0 +1,169 @@
+"""deploy.yml against the sandbox over real SSH: the agents run, hold their secrets privately,
+mirror every demo track into the bucket, and a second deploy changes nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import boto3
+import pytest
+from sc2s3 import __version__
+from sys_hosts import ssh_ok
+from sys_paths import SANDBOX_INVENTORY, SANDBOX_VARS, TEST_HOSTS
+from sys_playbook import PlaybookRun, run_playbook
+from sys_soundcloud import playable_track_urns
+
+DEPLOY_TIMEOUT_S = 480
+MIRROR_TIMEOUT_S = 240
+HOSTS = sorted(TEST_HOSTS)
+DEMO_ACCOUNTS = ["band-one", "band-two"]
+
+
+def deploy() -> PlaybookRun:
+    return run_playbook(
+        "deploy.yml",
+        "-i", str(SANDBOX_INVENTORY),
+        "-e", f"@{SANDBOX_VARS}",
+        timeout_s=DEPLOY_TIMEOUT_S,
+    )
+
+
+@pytest.fixture(scope="module")
+def first_deploy(sandbox_vars) -> PlaybookRun:
+    run = deploy()
+    print(f"first deploy: rc={run.rc} in {run.seconds:.0f} s")
+    if run.rc != 0:
+        pytest.fail(f"deploy.yml failed (rc={run.rc}):\n{run.output[-6000:]}")
+    return run
+
+
+@pytest.mark.timeout(DEPLOY_TIMEOUT_S + 60)
+def test_first_deploy_succeeds_on_every_host(first_deploy):
+    recap = first_deploy.recap()
+    assert set(HOSTS) <= set(recap), recap
+    for host, counts in recap.items():
+        assert counts["failed"] == 0 and counts["unreachable"] == 0, (host, counts)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("host", HOSTS)
+def test_agent_runs_under_supervisor_as_sc2s3(first_deploy, host):
+    status = ssh_ok(host, "supervisorctl status sc2s3")
+    assert "RUNNING" in status, status
+    pid = ssh_ok(host, "supervisorctl pid sc2s3")
+    assert ssh_ok(host, f"ps -o user= -p {int(pid)}") == "sc2s3"
+    # stopasgroup/stopwaitsecs make a clean SIGTERM shutdown possible; check they are in place.
+    program = ssh_ok(host, "cat /etc/supervisor/conf.d/sc2s3.conf")
+    for line in (
+        "command=/opt/sc2s3/current/bin/sc2s3 run --config /etc/sc2s3/config.toml",
+        "user=sc2s3",
+        "stopsignal=TERM",
+        "stopwaitsecs=120",
+        "stopasgroup=true",
+        "autorestart=true",
+    ):
+        assert line in program.splitlines(), line
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("host", HOSTS)
+def test_config_and_secrets_are_readable_by_the_agent_only(first_deploy, host):
+    modes = ssh_ok(
+        host,
+        "stat -c '%n %a %U %G' /etc/sc2s3 /etc/sc2s3/config.toml "
+        "/etc/sc2s3/soundcloud_client_secret /etc/sc2s3/aws_credentials",
+    ).splitlines()
+    assert modes == [
+        "/etc/sc2s3 750 root sc2s3",
+        "/etc/sc2s3/config.toml 640 root sc2s3",
+        "/etc/sc2s3/soundcloud_client_secret 640 root sc2s3",
+        "/etc/sc2s3/aws_credentials 640 root sc2s3",
+    ]
+    # The agent's own user can read and validate what the deploy wrote.
+    ssh_ok(
+        host,
+        "runuser -u sc2s3 -- /opt/sc2s3/current/bin/sc2s3 check-config "
+        "--config /etc/sc2s3/config.toml",
+    )
+    assert ssh_ok(host, "getent passwd sc2s3").split(":")[5:] == [
+        "/var/lib/sc2s3",
+        "/usr/sbin/nologin",
+    ]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("host", HOSTS)
+def test_current_is_a_relative_link_to_the_release(first_deploy, host):
+    assert ssh_ok(host, "readlink /opt/sc2s3/current") == f"releases/{__version__}"
+    marker = ssh_ok(host, f"cat /opt/sc2s3/releases/{__version__}/.sc2s3-release-complete")
+    assert marker == __version__
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("host", HOSTS)
+def test_health_reports_the_deployed_version(first_deploy, host):
+    # Asked from the host itself: the endpoint listens on the host's loopback only.
+    _, listen = TEST_HOSTS[host]
+    body = ssh_ok(
+        host,
+        "python3 -c 'import sys, urllib.request; "
+        f'sys.stdout.write(urllib.request.urlopen("http://{listen}/healthz", timeout=5)'
+        ".read().decode())'",
+    )
+    health = json.loads(body)
+    assert health["status"] == "ok"
+    assert health["version"] == __version__
+
+
+def _archived_track_urns(s3, bucket: str, prefix: str) -> set[str]:
+    """sc-urn metadata of every audio object under the prefix."""
+    urns = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            if "/audio." not in obj["Key"]:
+                continue
+            meta = s3.head_object(Bucket=bucket, Key=obj["Key"])["Metadata"]
+            if "sc-urn" in meta:
+                urns.add(meta["sc-urn"])
+    return urns
+
+
+@pytest.mark.timeout(MIRROR_TIMEOUT_S + 60)
+def test_every_demo_track_lands_in_the_bucket(first_deploy, sandbox_vars):
+    v = sandbox_vars
+    expected = playable_track_urns(
+        v["sc2s3_soundcloud_api_url"],
+        v["sc2s3_soundcloud_auth_url"],
+        v["sc2s3_soundcloud_client_id"],
+        v["sc2s3_soundcloud_client_secret"],
+        DEMO_ACCOUNTS,
+    )
+    assert expected, "the simulator lists no playable demo tracks"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=v["sc2s3_s3_endpoint_url"],
+        aws_access_key_id=v["sc2s3_s3_access_key_id"],
+        aws_secret_access_key=v["sc2s3_s3_secret_access_key"],
+        region_name=v.get("sc2s3_region", "us-east-1"),
+    )
+    prefix = v.get("sc2s3_prefix", "soundcloud/")
+    deadline = time.monotonic() + MIRROR_TIMEOUT_S
+    archived: set[str] = set()
+    while time.monotonic() < deadline:
+        archived = _archived_track_urns(s3, v["sc2s3_bucket"], prefix)
+        if expected <= archived:
+            break
+        time.sleep(5)
+    assert expected - archived == set(), f"missing after {MIRROR_TIMEOUT_S} s"
+
+
+@pytest.mark.timeout(DEPLOY_TIMEOUT_S + 60)
+def test_second_deploy_changes_nothing(first_deploy):
+    run = deploy()
+    print(f"second deploy: rc={run.rc} in {run.seconds:.0f} s")
+    assert run.rc == 0, run.output[-6000:]
+    recap = run.recap()
+    assert set(HOSTS) <= set(recap), recap
+    changed = {host: counts["changed"] for host, counts in recap.items()}
+    assert changed == dict.fromkeys(recap, 0), f"{changed}\n{run.output[-6000:]}"
