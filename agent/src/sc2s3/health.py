@@ -20,10 +20,12 @@ from .metrics import REGISTRY
 
 
 class HealthState:
-    """Thread-safe health facts: startup ``checks`` (name -> ok/error text) and ``last_cycle``."""
+    """Thread-safe health facts: startup ``checks`` (name -> ``ok`` or error text) and
+    ``last_cycle``. Healthy only once every one of ``required`` checks is ``ok``."""
 
-    def __init__(self):
+    def __init__(self, required: tuple[str, ...] = ("config", "s3", "soundcloud")):
         self._lock = threading.Lock()
+        self.required = required
         self.checks: dict[str, str] = {}
         self.last_cycle: dict | None = None
 
@@ -37,10 +39,11 @@ class HealthState:
 
     def snapshot(self) -> tuple[bool, dict]:
         with self._lock:
-            checks_ok = bool(self.checks) and all(v == "ok" for v in self.checks.values())
+            checks_ok = all(self.checks.get(name) == "ok" for name in self.required)
             cycle_ok = self.last_cycle is None or self.last_cycle.get("result") != "error"
             healthy = checks_ok and cycle_ok
-            status = "ok" if healthy else ("starting" if not self.checks else "unhealthy")
+            failing = any(v != "ok" for v in self.checks.values())
+            status = "ok" if healthy else ("unhealthy" if failing or not cycle_ok else "starting")
             return healthy, {"status": status, "version": __version__,
                              "checks": dict(self.checks), "last_cycle": self.last_cycle}
 

@@ -1,0 +1,181 @@
+"""The agent end to end: the real ``sc2s3`` command against the SoundCloud simulator over HTTP and
+SeaweedFS as the S3 server. Every archived object is compared byte for byte with the source."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from conftest import CLIENT_ID, CLIENT_SECRET
+from soundcloud_sim import Catalog, Simulator, Track, User
+from soundcloud_sim.renditions import hls_sha256, original_sha256
+
+MIB = 1024 * 1024
+PART = 5 * MIB
+USER_ID = 948745750
+
+
+def hostile_catalog() -> Catalog:
+    tracks = [
+        Track(id=2001, title="Proberaum – Ärger über 🎸 Übung", size=3 * MIB, content_type="audio/wav"),
+        Track(id=2002, title="../../etc/passwd", size=1),
+        Track(id=2003, title="a/b/../c/./d\\e", size=PART),           # exactly one part
+        Track(id=2004, title="x" * 2000, size=PART + 1),              # one part and one byte
+        Track(id=2005, title="Only streamable", size=4 * MIB, downloadable=False),
+        Track(id=2006, title="Rehearsal, three parts", size=2 * PART + 12345),
+        Track(id=2007, title="", size=0),                             # an empty upload
+    ]
+    return Catalog([User(id=USER_ID, permalink="band-one", username="Band One", tracks=tracks)])
+
+
+@pytest.fixture
+def sim():
+    # page_size_max=2 makes the agent's limit=200 listing span four cursor pages.
+    with Simulator(hostile_catalog(), client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                   page_size_max=2) as server:
+        yield server
+
+
+def archived_audio(s3, bucket: str) -> dict[str, dict]:
+    """Every audio object in the bucket by track URN: key, metadata, checksum, SHA-256."""
+    found = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            head = s3.head_object(Bucket=bucket, Key=item["Key"], ChecksumMode="ENABLED")
+            urn = head["Metadata"].get("sc-urn")
+            if urn is None:
+                continue
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            found[urn] = {"key": item["Key"], "metadata": head["Metadata"],
+                          "checksum": head.get("ChecksumSHA256"), "size": len(body),
+                          "sha256": hashlib.sha256(body).hexdigest()}
+    return found
+
+
+def expected_sha256(track: Track) -> str:
+    return original_sha256(track) if track.downloadable else hls_sha256(track)
+
+
+def test_mirror_archives_every_track_byte_identical(sim, make_agent, s3, bucket):
+    agent = make_agent(sim)
+    first = agent.run("mirror", "--once")
+    assert first.returncode == 0, first.stderr + first.stdout[-3000:]
+    assert sim.counters["tracks_page"] >= 4  # the listing really spanned several cursor pages
+    assert sim.counters["download"] == 6 and sim.counters["streams"] == 1
+    assert sim.counters["cdn_bytes"] >= sum(t.size for t in hostile_catalog().users[0].tracks
+                                            if t.downloadable)
+
+    archived = archived_audio(s3, bucket)
+    tracks = hostile_catalog().users[0].tracks
+    assert sorted(archived) == sorted(t.urn for t in tracks)
+    for track in tracks:
+        got = archived[track.urn]
+        assert got["sha256"] == expected_sha256(track), track.title
+        assert got["metadata"]["sc-source"] == ("original" if track.downloadable else "hls_aac_160")
+        assert got["checksum"], f"{track.urn} has no S3 checksum"
+        # Keys derive from URNs only: no title text, no traversal, always under the prefix.
+        assert got["key"].startswith(f"archive/soundcloud:users:{USER_ID}/{track.urn}/r1/audio.")
+        assert ".." not in got["key"] and "passwd" not in got["key"]
+    assert archived["soundcloud:tracks:2006"]["checksum"].endswith("-3")  # COMPOSITE of 3 parts
+
+    sim.reset_counters()
+    second = agent.run("mirror", "--once")
+    assert second.returncode == 0, second.stderr
+    assert sim.counters["cdn_bytes"] == 0
+    assert sim.counters["download"] == 0 and sim.counters["streams"] == 0
+
+
+def test_catalog_and_track_json_describe_the_archive(sim, make_agent, s3, bucket):
+    assert make_agent(sim).run("mirror", "--once").returncode == 0
+    prefix = f"archive/soundcloud:users:{USER_ID}/"
+    catalog = json.loads(s3.get_object(Bucket=bucket, Key=prefix + "catalog.json")["Body"].read())
+    assert catalog["format"] == "sc2s3-catalog/1" and catalog["permalink"] == "band-one"
+    entry = catalog["tracks"]["soundcloud:tracks:2002"]
+    assert entry["title"] == "../../etc/passwd"
+    revision = entry["revisions"][0]
+    track_json = json.loads(s3.get_object(Bucket=bucket, Key=revision["json_key"])["Body"].read())
+    assert track_json["urn"] == "soundcloud:tracks:2002"
+    readme = s3.get_object(Bucket=bucket, Key="archive/README.txt")["Body"].read().decode()
+    assert "catalog.json" in readme and "sc-urn" in readme
+
+
+def test_restore_brings_back_identical_files(sim, make_agent, tmp_path):
+    agent = make_agent(sim)
+    assert agent.run("mirror", "--once").returncode == 0
+    out = tmp_path / "restored"
+    done = agent.run("restore", "--account", "band-one", "--to", str(out))
+    assert done.returncode == 0, done.stderr
+    files = {p.name.split(" ")[0]: p for p in (out / "band-one").iterdir()
+             if not p.name.endswith(".json")}
+    tracks = hostile_catalog().users[0].tracks
+    assert sorted(files) == sorted(str(t.id) for t in tracks)
+    for track in tracks:
+        data = files[str(track.id)].read_bytes()
+        assert hashlib.sha256(data).hexdigest() == expected_sha256(track)
+    assert not list(out.rglob("*.part"))
+    assert all(p.parent == out / "band-one" for p in out.rglob("*") if p.is_file())
+
+    one = agent.run("restore", "--account", f"soundcloud:users:{USER_ID}",
+                    "--track", "soundcloud:tracks:2006", "--to", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    assert len(list((tmp_path / "one").rglob("*.bin")) + list((tmp_path / "one").rglob("*.mp3"))) == 1
+
+    missing = agent.run("restore", "--account", "nobody", "--to", str(tmp_path / "none"))
+    assert missing.returncode == 1 and "not in the archive" in missing.stderr
+
+
+def test_verify_detects_corrupted_and_missing_objects(sim, make_agent, s3, bucket):
+    agent = make_agent(sim)
+    assert agent.run("mirror", "--once").returncode == 0
+    clean = agent.run("verify")
+    assert clean.returncode == 0, clean.stderr
+    assert "verified 7 objects" in clean.stdout
+
+    archived = archived_audio(s3, bucket)
+    damaged = archived["soundcloud:tracks:2001"]
+    # Same size, one byte flipped: only a checksum can tell.
+    body = bytearray(s3.get_object(Bucket=bucket, Key=damaged["key"])["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    s3.put_object(Bucket=bucket, Key=damaged["key"], Body=bytes(body),
+                  Metadata=damaged["metadata"])
+    s3.delete_object(Bucket=bucket, Key=archived["soundcloud:tracks:2006"]["key"])
+
+    broken = agent.run("verify")
+    assert broken.returncode == 1
+    assert damaged["key"] in broken.stderr and "SHA-256 differs" in broken.stderr
+    assert "object is missing" in broken.stderr
+
+
+def test_dry_run_writes_nothing(sim, make_agent, s3, bucket):
+    dry = make_agent(sim).run("mirror", "--once", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "soundcloud:tracks:2005" in dry.stdout
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    assert sim.counters["download"] == 0
+
+
+def test_status_json_reports_the_archive(sim, make_agent):
+    agent = make_agent(sim)
+    assert agent.run("mirror", "--once").returncode == 0
+    status = agent.run("status", "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    (account,) = report["accounts"]
+    assert account["permalink"] == "band-one" and account["tracks"] == 7
+    assert account["bytes"] > 3 * PART
+    assert "band-one" in agent.run("status").stdout
+
+
+def test_logs_are_json_and_carry_no_secrets(sim, make_agent):
+    agent = make_agent(sim)
+    result = agent.run("mirror", "--once")
+    assert result.returncode == 0
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    events = [json.loads(line) for line in lines]
+    assert any(e["event"] == "track archived" for e in events)
+    assert CLIENT_SECRET not in result.stdout + result.stderr
+    token = json.loads((agent.config_path.parent / "state" / "token.json").read_text())
+    for secret in (token["access_token"], token["refresh_token"]):
+        assert secret not in result.stdout + result.stderr
+    assert "Signature=" not in result.stdout.replace("Signature=REDACTED", "")
