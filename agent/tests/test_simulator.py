@@ -255,6 +255,9 @@ def test_track_json_shape(sim: Simulator, api: requests.Session) -> None:
     by_id = api.get(f"{sim.api_url}/tracks/1001").json()
     by_urn = api.get(f"{sim.api_url}/tracks/soundcloud:tracks:1001").json()
     assert by_id == by_urn
+    headers_only = api.head(f"{sim.api_url}/tracks/1001")
+    assert headers_only.status_code == 200 and headers_only.content == b""
+    assert api.post(f"{sim.api_url}/tracks/1001").status_code == 405
     assert by_id["kind"] == "track" and by_id["urn"] == "soundcloud:tracks:1001"
     assert by_id["title"] == "Rehearsal ../../etc/passwd"
     assert by_id["created_at"] == "2021/01/01 00:00:01 +0000"
@@ -504,6 +507,17 @@ def test_demo_catalog_shape() -> None:
     assert any(not t.downloadable for t in listed)
     assert any("../../etc/passwd" in t.title for t in listed)
     assert max(t.size for t in listed) <= 21 * MIB
+
+
+def test_catalog_from_dict() -> None:
+    catalog = Catalog.from_dict(
+        {"users": [{"id": 5, "permalink": "solo", "tracks": [
+            {"id": 50, "title": "A", "size": 10, "created_at": "2019/01/15 15:40:49 +0000"},
+        ]}]}
+    )  # fmt: skip
+    user, track = catalog.track("soundcloud:tracks:50")
+    assert user is catalog.user("SOLO") and user.username == "solo"
+    assert track.created_at.year == 2019 and track.downloadable
 
 
 # --- standalone --------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ class SimHandler(BaseHTTPRequestHandler):
             if not match:
                 continue
             self.route = route
-            if self.command not in methods:
+            if self.command not in methods and not (self.command == "HEAD" and "GET" in methods):
                 self._send_json(405, render.error_json(405))
                 return
             self.sim.counters.incr(route)
