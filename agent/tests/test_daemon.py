@@ -101,3 +101,25 @@ def test_health_is_503_until_s3_is_reachable(sim, make_agent, tmp_path):
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)
     assert process.returncode == 0
+
+
+def test_sigterm_mid_upload_leaves_no_partial_object_or_upload(make_agent, s3, bucket):
+    big = Track(id=31, title="two-hour rehearsal", size=400 * MIB)
+    catalog = Catalog([User(id=3, permalink="band-three", username="Band", tracks=[big])])
+    with Simulator(catalog, client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim:
+        (port,) = free_loopback_ports(1)
+        agent = make_agent(sim, accounts=("band-three",),
+                           extra_agent=f'health_listen = "127.0.0.1:{port}"')
+        process = subprocess.Popen([str(AGENT_BIN), "run", "--config", str(agent.config_path)],
+                                   env=agent.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        try:
+            wait_for(lambda: sim.counters["cdn_bytes"] > 30 * MIB, 60, "the transfer to start")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        assert sim.counters["cdn_bytes"] < big.size, "SIGTERM came too late to test anything"
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert not [k for k in keys if "/audio." in k], keys
