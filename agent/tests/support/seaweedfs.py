@@ -199,7 +199,7 @@ class SeaweedFS:
             self.join()
 
     def join(self, timeout_s: float | None = None) -> None:
-        """Wait for weed to exit after `stop()`; SIGKILL it after timeout_s (default stop_timeout_s)."""
+        """Wait for weed to exit after `stop()`; SIGKILL it after timeout_s (or stop_timeout_s)."""
         if self.process is None:
             return
         try:
@@ -218,7 +218,7 @@ class SeaweedFS:
         self._remove_grpc_sockets()
 
     def restart(self, graceful: bool = True) -> None:
-        """Stop (SIGTERM, or SIGKILL when graceful=False) and start again on the same data and ports."""
+        """Stop (SIGTERM; SIGKILL if graceful=False), then start on the same data and ports."""
         if graceful:
             self.stop()
         else:
@@ -282,7 +282,9 @@ class SeaweedFS:
         for name in PORT_NAMES:
             if name.endswith("_grpc"):
                 server = name.removesuffix("_grpc")
-                Path(f"/tmp/seaweedfs-{server}-grpc-{self.ports[name]}.sock").unlink(missing_ok=True)
+                Path(f"/tmp/seaweedfs-{server}-grpc-{self.ports[name]}.sock").unlink(
+                    missing_ok=True
+                )
 
     def _wait_ready(self) -> None:
         """Poll with a real PUT/GET: after a restart the port answers long before GETs work."""

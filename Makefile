@@ -1,0 +1,77 @@
+# sc2s3 entry points. `make demo` and `make test` install everything they need on a fresh
+# Debian 12 machine (as root): apt tools, the project venv, and the cached test-host image.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VENV_STAMP := $(VENV)/.installed
+SANDBOX := $(BIN)/python inventory/sandbox/sandbox.py
+# apt packages the controller needs: venv creation, podman test hosts, SSH to them, `ss`.
+APT_PACKAGES := python3-venv podman debootstrap runc openssh-client iproute2
+RUFF_PATHS := $(wildcard agent inventory/sandbox tests bench)
+# The provision play talks to moto, which accepts any credentials (sandbox only).
+MOTO_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
+
+# ansible-lint and ansible-playbook look for their sibling tools on PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help deps venv image lint test test-agent test-system demo demo-down bench
+
+help:
+	@echo "make demo        sandbox (3 test hosts, SeaweedFS, SoundCloud simulator, moto) + deploy"
+	@echo "make demo-down   stop the sandbox"
+	@echo "make test        lint + agent tests + system tests (installs what it needs)"
+	@echo "make lint | test-agent | test-system | bench | venv | deps | image"
+
+deps:
+	@missing=""; \
+	for pkg in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "ok installed" \
+	    || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -q; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements-dev.txt agent/pyproject.toml | deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check -e agent
+	touch $@
+
+image: deps venv
+	$(SANDBOX) image
+
+lint: venv
+	$(BIN)/ruff check $(RUFF_PATHS)
+	$(BIN)/ansible-lint
+
+test-agent: venv
+	$(BIN)/pytest agent/tests
+
+test-system: deps venv image
+	$(BIN)/pytest tests
+
+test: deps venv image lint test-agent test-system
+
+demo: deps venv image
+	$(SANDBOX) up --hosts 3
+	$(MOTO_ENV) $(BIN)/ansible-playbook deploy.yml -i inventory/sandbox/hosts.yml \
+	  -e @.sandbox/sandbox_vars.yml
+	$(SANDBOX) show --wait
+	@echo
+	@echo "The sandbox keeps running (agents poll every 30 s). Stop it with: make demo-down"
+
+demo-down: venv
+	$(SANDBOX) down
+
+bench: venv
+	for bench in bench/*.py; do $(BIN)/python "$$bench"; done
