@@ -2,6 +2,8 @@
 
 If a sandbox is already running (e.g. `make demo`), the tests use it and leave it running;
 otherwise they start one and stop it at the end. Only what the session started is torn down.
+Test timeouts are func_only: the sandbox's start (image build included) is bounded by
+sys_sandbox.UP_TIMEOUT_S instead, so a cold cache does not fail the first test.
 """
 
 from __future__ import annotations

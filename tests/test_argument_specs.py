@@ -34,7 +34,7 @@ CASES = {
 }
 
 
-@pytest.mark.timeout(FAIL_FAST_S + 30)
+@pytest.mark.timeout(FAIL_FAST_S + 30, func_only=True)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_fails_fast_with_a_clear_message(sandbox_vars, case):
     extra, messages = CASES[case]
@@ -54,7 +54,7 @@ def test_bad_input_fails_fast_with_a_clear_message(sandbox_vars, case):
     assert run.recap()["th1"]["changed"] == 0
 
 
-@pytest.mark.timeout(FAIL_FAST_S + 30)
+@pytest.mark.timeout(FAIL_FAST_S + 30, func_only=True)
 def test_missing_required_inputs_are_named(sandbox_vars):
     # Without the sandbox's vars file the SoundCloud credentials are missing.
     run = run_playbook(

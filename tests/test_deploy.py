@@ -20,25 +20,32 @@ HOSTS = sorted(TEST_HOSTS)
 DEMO_ACCOUNTS = ["band-one", "band-two"]
 
 
-def deploy() -> PlaybookRun:
+@pytest.fixture(scope="module")
+def wheelhouse_dir(tmp_path_factory) -> str:
+    """A wheelhouse of this session: the agent source as it is now, not a cached build."""
+    return str(tmp_path_factory.mktemp("wheelhouse"))
+
+
+def deploy(wheelhouse: str) -> PlaybookRun:
     return run_playbook(
         "deploy.yml",
         "-i", str(SANDBOX_INVENTORY),
         "-e", f"@{SANDBOX_VARS}",
+        "-e", f"sc2s3_wheelhouse_dir={wheelhouse}",
         timeout_s=DEPLOY_TIMEOUT_S,
     )
 
 
 @pytest.fixture(scope="module")
-def first_deploy(sandbox_vars) -> PlaybookRun:
-    run = deploy()
+def first_deploy(sandbox_vars, wheelhouse_dir) -> PlaybookRun:
+    run = deploy(wheelhouse_dir)
     print(f"first deploy: rc={run.rc} in {run.seconds:.0f} s")
     if run.rc != 0:
         pytest.fail(f"deploy.yml failed (rc={run.rc}):\n{run.output[-6000:]}")
     return run
 
 
-@pytest.mark.timeout(DEPLOY_TIMEOUT_S + 60)
+@pytest.mark.timeout(DEPLOY_TIMEOUT_S + 60, func_only=True)
 def test_first_deploy_succeeds_on_every_host(first_deploy):
     recap = first_deploy.recap()
     assert set(HOSTS) <= set(recap), recap
@@ -46,7 +53,7 @@ def test_first_deploy_succeeds_on_every_host(first_deploy):
         assert counts["failed"] == 0 and counts["unreachable"] == 0, (host, counts)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(60, func_only=True)
 @pytest.mark.parametrize("host", HOSTS)
 def test_agent_runs_under_supervisor_as_sc2s3(first_deploy, host):
     status = ssh_ok(host, "supervisorctl status sc2s3")
@@ -66,7 +73,7 @@ def test_agent_runs_under_supervisor_as_sc2s3(first_deploy, host):
         assert line in program.splitlines(), line
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(60, func_only=True)
 @pytest.mark.parametrize("host", HOSTS)
 def test_config_and_secrets_are_readable_by_the_agent_only(first_deploy, host):
     modes = ssh_ok(
@@ -92,7 +99,7 @@ def test_config_and_secrets_are_readable_by_the_agent_only(first_deploy, host):
     ]
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(60, func_only=True)
 @pytest.mark.parametrize("host", HOSTS)
 def test_current_is_a_relative_link_to_the_release(first_deploy, host):
     assert ssh_ok(host, "readlink /opt/sc2s3/current") == f"releases/{__version__}"
@@ -100,7 +107,7 @@ def test_current_is_a_relative_link_to_the_release(first_deploy, host):
     assert marker == __version__
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(60, func_only=True)
 @pytest.mark.parametrize("host", HOSTS)
 def test_health_reports_the_deployed_version(first_deploy, host):
     # Asked from the host itself: the endpoint listens on the host's loopback only.
@@ -129,7 +136,7 @@ def _archived_track_urns(s3, bucket: str, prefix: str) -> set[str]:
     return urns
 
 
-@pytest.mark.timeout(MIRROR_TIMEOUT_S + 60)
+@pytest.mark.timeout(MIRROR_TIMEOUT_S + 60, func_only=True)
 def test_every_demo_track_lands_in_the_bucket(first_deploy, sandbox_vars):
     v = sandbox_vars
     expected = playable_track_urns(
@@ -158,9 +165,9 @@ def test_every_demo_track_lands_in_the_bucket(first_deploy, sandbox_vars):
     assert expected - archived == set(), f"missing after {MIRROR_TIMEOUT_S} s"
 
 
-@pytest.mark.timeout(DEPLOY_TIMEOUT_S + 60)
-def test_second_deploy_changes_nothing(first_deploy):
-    run = deploy()
+@pytest.mark.timeout(DEPLOY_TIMEOUT_S + 60, func_only=True)
+def test_second_deploy_changes_nothing(first_deploy, wheelhouse_dir):
+    run = deploy(wheelhouse_dir)
     print(f"second deploy: rc={run.rc} in {run.seconds:.0f} s")
     assert run.rc == 0, run.output[-6000:]
     recap = run.recap()

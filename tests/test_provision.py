@@ -10,7 +10,7 @@ from sys_paths import SANDBOX_INVENTORY
 from sys_playbook import run_playbook
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(90, func_only=True)
 def test_provision_validates_and_changes_nothing():
     run = run_playbook("playbooks/provision.yml", "-i", str(SANDBOX_INVENTORY), timeout_s=60)
     assert run.rc == 0, run.output[-3000:]
@@ -18,7 +18,7 @@ def test_provision_validates_and_changes_nothing():
     assert "not built yet" in run.output
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(90, func_only=True)
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
