@@ -9,7 +9,7 @@ import time
 
 import pytest
 from botocore.exceptions import ClientError
-from support.seaweedfs import SeaweedFS
+from support.seaweedfs import SeaweedFS, SeaweedFSError
 
 PART = 5 * 1024 * 1024  # S3's minimum size for every part but the last
 
@@ -62,7 +62,9 @@ def test_multipart_upload_with_sha256_checksums(s3):
             ChecksumSHA256=sha256_b64(data),
         )
         assert answer["ChecksumSHA256"] == sha256_b64(data)
-        parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": sha256_b64(data)})
+        parts.append(
+            {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": sha256_b64(data)}
+        )
     client.complete_multipart_upload(
         Bucket="mpu",
         Key="track",
@@ -105,6 +107,13 @@ def test_readonly_identity_reads_but_cannot_write(s3):
     with pytest.raises(ClientError) as error:
         reader.put_object(Bucket="shared", Key="k2", Body=b"v")
     assert error.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_a_second_weed_cannot_take_a_data_dir_in_use(s3):
+    intruder = SeaweedFS(s3.data_dir)
+    with pytest.raises(SeaweedFSError, match="in use"):
+        intruder._lock_data_dir(timeout_s=1)
+    assert s3.client().list_buckets()["Buckets"], "the running server is untouched"
 
 
 def test_restart_keeps_data_and_ports(tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import inspect
 import json
@@ -415,6 +416,27 @@ def check_loopback_only(root_pids: list[int]) -> None:
 
 
 # -- state ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sandbox_lock(timeout_s: float = 900.0):
+    """Serialize sandbox.py commands that change things (a test run and a person may overlap)."""
+    SANDBOX.mkdir(exist_ok=True)
+    with (SANDBOX / ".lock").open("w") as lock:
+        deadline = time.monotonic() + timeout_s
+        waiting_logged = False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("sandbox: another sandbox.py holds .sandbox/.lock") from None
+                if not waiting_logged:
+                    log("waiting for another sandbox.py command to finish")
+                    waiting_logged = True
+                time.sleep(1)
+        yield
 
 
 def load_state() -> dict[str, Any]:
@@ -830,9 +852,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0 and args.command not in ("status", "show"):
+    if args.command in ("status", "show"):
+        return args.func(args)
+    if os.geteuid() != 0:
         raise SystemExit("sandbox: run as root (podman and apt need it)")
-    return args.func(args)
+    with sandbox_lock():
+        return args.func(args)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -113,6 +114,7 @@ class SeaweedFS:
         self.stop_timeout_s = stop_timeout_s
         self.ports = self._pick_ports(s3_port)
         self.process: subprocess.Popen[bytes] | None = None
+        self._lock_fd: int | None = None
 
     # -- addresses and clients ---------------------------------------------------------------
 
@@ -162,6 +164,7 @@ class SeaweedFS:
         if self.running:
             raise SeaweedFSError(f"already running as pid {self.pid}")
         (self.data_dir / "weed").mkdir(parents=True, exist_ok=True)
+        self._lock_data_dir()
         config_path = self.data_dir / "s3.json"
         identities = identities_config(self.access_key, self.secret_key, self.readonly_keys)
         config_path.write_text(json.dumps(identities, indent=2))
@@ -174,6 +177,7 @@ class SeaweedFS:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
+                pass_fds=(self._lock_fd,),  # weed holds the lock too, even if we die first
             )
         try:
             self._wait_ready()
@@ -206,16 +210,17 @@ class SeaweedFS:
             self.process.wait(timeout=timeout_s if timeout_s is not None else self.stop_timeout_s)
         except subprocess.TimeoutExpired:
             self.kill()
-        self._remove_grpc_sockets()
+        self._after_exit()
 
     def kill(self) -> None:
         """SIGKILL weed at once (a crash, as far as clients can tell)."""
         if self.process is None:
+            self._after_exit()
             return
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
-        self._remove_grpc_sockets()
+        self._after_exit()
 
     def restart(self, graceful: bool = True) -> None:
         """Stop (SIGTERM; SIGKILL if graceful=False), then start on the same data and ports."""
@@ -276,6 +281,32 @@ class SeaweedFS:
             if len(str(socket_path)) < MAX_SOCKET_PATH:
                 command.append(f"-{name}.localSocket={socket_path}")
         return command
+
+    def _lock_data_dir(self, timeout_s: float = 60.0) -> None:
+        """Take `data_dir/.lock`: two weeds on one directory corrupt the filer store.
+
+        Waits for a previous weed that is still shutting down (that takes ~15 s).
+        """
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.data_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock_fd = fd
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise SeaweedFSError(f"{self.data_dir} is in use by another weed") from None
+                time.sleep(0.5)
+
+    def _after_exit(self) -> None:
+        self._remove_grpc_sockets()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _remove_grpc_sockets(self) -> None:
         """weed leaves /tmp/seaweedfs-<server>-grpc-<port>.sock behind; remove only ours."""
