@@ -68,7 +68,9 @@ CONTAINER_PREFIX = "sc2s3-th"
 SSH_BASE_PORT = 2200  # host N listens on 127.0.0.1:2200+N
 CONTAINERS_CONF = Path("/etc/containers/containers.conf")
 # Preferred ports (kept in state.json once chosen; a taken one is replaced by a free one).
-PREFERRED_PORTS = {"s3": 8333, "soundcloud": 8765, "moto": 5000}
+PREFERRED_PORTS = {"seaweedfs": 8333, "soundcloud": 8765, "moto": 5000}
+# A marker in each service's command line: a PID from state.json counts only if it matches.
+MARKERS = {"seaweedfs": "support.seaweedfs", "soundcloud": "soundcloud_sim", "moto": "moto_server"}
 
 
 def log(message: str) -> None:
@@ -295,6 +297,8 @@ def hosts_up(count: int) -> list[dict[str, Any]]:
     tag = ensure_image()
     public_key = ensure_ssh_key().with_suffix(".pub")
     started = time.monotonic()
+    extra = [n for n in existing_containers() if int(n.removeprefix(CONTAINER_PREFIX)) > count]
+    hosts_down(extra)  # left from a larger sandbox; `down` would not know about them
     hosts = []
     for index in range(1, count + 1):
         name, port = container_name(index), ssh_port(index)
@@ -466,11 +470,18 @@ def credentials(state: dict[str, Any]) -> dict[str, str]:
 
 
 def choose_ports(state: dict[str, Any]) -> dict[str, int]:
-    """Keep last run's ports (or the preferred ones) when free; otherwise pick free ones."""
-    chosen = dict(state.get("ports") or PREFERRED_PORTS)
-    for name in PREFERRED_PORTS:
-        port = chosen.get(name, PREFERRED_PORTS[name])
-        chosen[name] = port if port_is_free(port) else free_loopback_ports(1)[0]
+    """Per service: a running one keeps its port; otherwise the preferred port, else last
+    run's, else a free one. Kept in state.json."""
+    previous = state.get("ports") or {}
+    pids = state.get("pids") or {}
+    chosen = {}
+    for name, preferred in PREFERRED_PORTS.items():
+        if name in previous and pid_alive(pids.get(name), MARKERS[name]):
+            chosen[name] = previous[name]
+            continue
+        candidates = [preferred, previous.get(name)]
+        free = [port for port in candidates if port and port_is_free(port)]
+        chosen[name] = free[0] if free else free_loopback_ports(1)[0]
     state["ports"] = chosen
     return chosen
 
@@ -512,20 +523,20 @@ def service_specs(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
     on_tests_path = {"PYTHONPATH": str(AGENT_TESTS)}
     return {
         "seaweedfs": {
-            "marker": "support.seaweedfs",
-            "port": ports["s3"],
+            "marker": MARKERS["seaweedfs"],
+            "port": ports["seaweedfs"],
             "env": on_tests_path,
             "argv": [
                 python, "-m", "support.seaweedfs",
                 "--data", str(SANDBOX / "seaweedfs"),
-                "--port", str(ports["s3"]),
+                "--port", str(ports["seaweedfs"]),
                 "--access-key", creds["s3_access_key_id"],
                 "--secret-key", creds["s3_secret_access_key"],
                 "--bucket", BUCKET,
             ],
         },
         "soundcloud": {
-            "marker": "soundcloud_sim",
+            "marker": MARKERS["soundcloud"],
             "port": ports["soundcloud"],
             "env": on_tests_path,
             "argv": [
@@ -537,7 +548,7 @@ def service_specs(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
             ],
         },
         "moto": {
-            "marker": "moto_server",
+            "marker": MARKERS["moto"],
             "port": ports["moto"],
             "env": {"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"},
             "argv": [
@@ -558,8 +569,13 @@ def start_services(state: dict[str, Any]) -> None:
     save_state(state)  # PIDs first, so `down` can clean up a half-started sandbox
     wait_for_seaweedfs(pids["seaweedfs"])
     for name in ("soundcloud", "moto"):
-        if not wait_for_listen(specs[name]["port"], timeout_s=60):
-            raise SystemExit(f"sandbox: {name} not listening; see {LOG_DIR / name}.log")
+        port = specs[name]["port"]
+        if not wait_for_listen(port, timeout_s=60):
+            alive = "running" if pid_alive(pids[name], specs[name]["marker"]) else "exited"
+            raise SystemExit(
+                f"sandbox: {name} (pid {pids[name]}, {alive}) not listening on port {port}; "
+                f"see {LOG_DIR / name}.log"
+            )
 
 
 def wait_for_seaweedfs(pid: int, timeout_s: float = 180.0) -> None:
@@ -579,15 +595,20 @@ def wait_for_seaweedfs(pid: int, timeout_s: float = 180.0) -> None:
     raise SystemExit(f"sandbox: SeaweedFS not ready after {timeout_s:.0f} s; see {log_path}")
 
 
-def stop_pids(pids: dict[str, int], markers: dict[str, str], timeout_s: float = 90.0) -> None:
-    """SIGTERM every live service at once, then wait; SIGKILL a process group that lingers."""
-    live = {name: pid for name, pid in pids.items() if pid_alive(pid, markers.get(name, ""))}
+def terminate(pids: dict[str, int], markers: dict[str, str]) -> dict[str, int]:
+    """SIGTERM every live service (without waiting); returns those that were signalled."""
+    live = {name: pid for name, pid in pids.items() if pid_alive(pid, markers.get(name, "?"))}
     for pid in live.values():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+    return live
+
+
+def wait_gone(live: dict[str, int], markers: dict[str, str], timeout_s: float = 90.0) -> None:
+    """Wait for signalled services to exit; SIGKILL the process group of one that lingers."""
     deadline = time.monotonic() + timeout_s
     while live and time.monotonic() < deadline:
-        live = {n: p for n, p in live.items() if pid_alive(p, markers.get(n, ""))}
+        live = {n: p for n, p in live.items() if pid_alive(p, markers.get(n, "?"))}
         time.sleep(0.5)
     for name, pid in live.items():
         log(f"{name} (pid {pid}) ignored SIGTERM; killing its process group")
@@ -605,7 +626,7 @@ def sandbox_vars(state: dict[str, Any]) -> dict[str, str]:
     return {
         "sc2s3_bucket": BUCKET,
         "sc2s3_region": REGION,
-        "sc2s3_s3_endpoint_url": f"http://{LOOPBACK}:{ports['s3']}",
+        "sc2s3_s3_endpoint_url": f"http://{LOOPBACK}:{ports['seaweedfs']}",
         "sc2s3_s3_access_key_id": creds["s3_access_key_id"],
         "sc2s3_s3_secret_access_key": creds["s3_secret_access_key"],
         "sc2s3_soundcloud_api_url": soundcloud,
@@ -665,14 +686,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_down(_: argparse.Namespace) -> int:
+def cmd_down(args: argparse.Namespace) -> int:
     state = load_state()
     VARS_PATH.unlink(missing_ok=True)  # the endpoints in it are about to go away
-    markers = {name: spec["marker"] for name, spec in service_specs_or_empty(state).items()}
+    markers = MARKERS
+    # SeaweedFS takes ~15 s to stop: signal the services first, remove the hosts meanwhile.
+    signalled = terminate(state.get("pids", {}), markers)
     hosts = [h["name"] for h in state.get("hosts", [])]
     if hosts and shutil.which("podman"):
         hosts_down(hosts)
-    stop_pids(state.get("pids", {}), markers)
+    wait_gone(signalled, markers)
+    if not args.keep_data:
+        # The next `up` starts from an empty bucket, so a demo or test shows fresh uploads.
+        shutil.rmtree(SANDBOX / "seaweedfs", ignore_errors=True)
     state["pids"], state["hosts"] = {}, []
     if state:
         save_state(state)
@@ -681,7 +707,7 @@ def cmd_down(_: argparse.Namespace) -> int:
 
 
 def service_specs_or_empty(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return service_specs(state) if "ports" in state else {}
+    return service_specs(state) if PREFERRED_PORTS.keys() <= state.get("ports", {}).keys() else {}
 
 
 def cmd_status(_: argparse.Namespace) -> int:
@@ -710,7 +736,7 @@ def print_status(state: dict[str, Any]) -> None:
 
 def cmd_show(args: argparse.Namespace) -> int:
     state = load_state()
-    if "ports" not in state:
+    if not service_specs_or_empty(state):
         raise SystemExit("sandbox: not up (run: sandbox.py up)")
     expected = demo_tracks()
     s3 = s3_client(state)
@@ -753,7 +779,7 @@ def s3_client(state: dict[str, Any]):
     creds = credentials(state)
     return boto3.client(
         "s3",
-        endpoint_url=f"http://{LOOPBACK}:{state['ports']['s3']}",
+        endpoint_url=f"http://{LOOPBACK}:{state['ports']['seaweedfs']}",
         region_name=REGION,
         aws_access_key_id=creds["s3_access_key_id"],
         aws_secret_access_key=creds["s3_secret_access_key"],
@@ -840,7 +866,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     up = commands.add_parser("up", help="start the whole sandbox")
     up.add_argument("--hosts", type=int, default=3)
     up.set_defaults(func=cmd_up)
-    commands.add_parser("down", help="stop the whole sandbox").set_defaults(func=cmd_down)
+    down = commands.add_parser("down", help="stop the whole sandbox (and drop its S3 data)")
+    down.add_argument("--keep-data", action="store_true", help="keep .sandbox/seaweedfs")
+    down.set_defaults(func=cmd_down)
     commands.add_parser("status", help="what runs").set_defaults(func=cmd_status)
     show = commands.add_parser("show", help="table of the archived demo tracks")
     show.add_argument("--wait", action="store_true", help="poll until every demo track is in")

@@ -27,6 +27,8 @@ def free_loopback_ports(count: int) -> list[int]:
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
     """True when nothing listens on host:port and we may bind it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers do: connections of a stopped server lingering in TIME_WAIT don't count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
