@@ -39,7 +39,7 @@ def deploy(wheelhouse: str) -> PlaybookRun:
 @pytest.fixture(scope="module")
 def first_deploy(sandbox_vars, wheelhouse_dir) -> PlaybookRun:
     run = deploy(wheelhouse_dir)
-    print(f"first deploy: rc={run.rc} in {run.seconds:.0f} s")
+    print(f"first deploy: rc={run.rc} in {run.seconds:.0f} s, recap {run.recap()}")
     if run.rc != 0:
         pytest.fail(f"deploy.yml failed (rc={run.rc}):\n{run.output[-6000:]}")
     return run
@@ -168,7 +168,7 @@ def test_every_demo_track_lands_in_the_bucket(first_deploy, sandbox_vars):
 @pytest.mark.timeout(DEPLOY_TIMEOUT_S + 60, func_only=True)
 def test_second_deploy_changes_nothing(first_deploy, wheelhouse_dir):
     run = deploy(wheelhouse_dir)
-    print(f"second deploy: rc={run.rc} in {run.seconds:.0f} s")
+    print(f"second deploy: rc={run.rc} in {run.seconds:.0f} s, recap {run.recap()}")
     assert run.rc == 0, run.output[-6000:]
     recap = run.recap()
     assert set(HOSTS) <= set(recap), recap
