@@ -8,7 +8,7 @@ at the repository root, and every server it starts listens on 127.0.0.1 only.
     sandbox.py hosts-up --count N  start test hosts sc2s3-th1..N (SSH on 127.0.0.1:220N)
     sandbox.py hosts-down          remove those containers
     sandbox.py up [--hosts N]      everything above plus the servers; writes the handoff files
-    sandbox.py down                stop what `up` started (by PID and container name)
+    sandbox.py down [--keep-data]  stop what `up` started (by PID and container name)
     sandbox.py status              what runs
     sandbox.py show [--wait]       table of the archived demo tracks in the bucket
 
@@ -503,7 +503,10 @@ def pid_alive(pid: int | None, marker: str) -> bool:
 def start_detached(name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
     """Start a service in its own session with output to .sandbox/logs/NAME.log; returns its PID."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    with (LOG_DIR / f"{name}.log").open("ab") as out:
+    log_path = LOG_DIR / f"{name}.log"
+    if log_path.exists():
+        log_path.replace(log_path.with_suffix(".log.1"))  # one log per run; keep the previous
+    with log_path.open("wb") as out:
         proc = subprocess.Popen(
             argv,
             cwd=REPO,
@@ -582,14 +585,10 @@ def wait_for_seaweedfs(pid: int, timeout_s: float = 180.0) -> None:
     """The launcher prints a JSON line once a real S3 PUT/GET works and the bucket exists."""
     log_path = LOG_DIR / "seaweedfs.log"
     deadline = time.monotonic() + timeout_s
-    offset = log_path.stat().st_size if log_path.exists() else 0
-    # A relaunch appends; an already-running launcher printed its line earlier in the file.
-    if pid_alive(pid, "support.seaweedfs") and '"endpoint_url"' in log_path.read_text():
-        offset = 0
     while time.monotonic() < deadline:
-        if '"endpoint_url"' in log_path.read_text()[offset:]:
+        if '"endpoint_url"' in log_path.read_text(errors="replace"):
             return
-        if not pid_alive(pid, "support.seaweedfs"):
+        if not pid_alive(pid, MARKERS["seaweedfs"]):
             raise SystemExit(f"sandbox: SeaweedFS exited; see {log_path}")
         time.sleep(0.5)
     raise SystemExit(f"sandbox: SeaweedFS not ready after {timeout_s:.0f} s; see {log_path}")
