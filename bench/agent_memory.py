@@ -11,23 +11,24 @@ exits 1 if the large track's peak RSS exceeds the limit.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "agent" / "tests"))
-
-from conftest import AGENT_BIN, CLIENT_ID, CLIENT_SECRET, write_config  # noqa: E402
-from soundcloud_sim import Catalog, Simulator, Track, User  # noqa: E402
-from soundcloud_sim.renditions import original_sha256  # noqa: E402
-from support.seaweedfs import SeaweedFS  # noqa: E402
-
-MIB = 1024 * 1024
+from harness import (
+    AGENT_BIN,
+    MIB,
+    Catalog,
+    SeaweedFS,
+    Track,
+    User,
+    agent_env,
+    object_sha256,
+    original_sha256,
+    run_measured,
+    start_simulator,
+    write_config,
+)
 
 
 def mirror_one(seaweed: SeaweedFS, workdir: Path, size: int, part_size_mib: int,
@@ -38,30 +39,21 @@ def mirror_one(seaweed: SeaweedFS, workdir: Path, size: int, part_size_mib: int,
     bucket = f"bench-{size // MIB}"
     seaweed.create_bucket(bucket)
     catalog = Catalog([User(id=42, permalink="band-one", username="Band", tracks=[track])])
-    with Simulator(catalog, client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim:
+    with start_simulator(catalog) as sim:
         config = write_config(workdir / f"config-{bucket}.toml", sim_url=sim.base_url,
                               endpoint=seaweed.endpoint_url, bucket=bucket,
                               state_dir=workdir / f"state-{bucket}",
                               part_size_mib=part_size_mib, concurrency=concurrency)
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": seaweed.access_key,
-               "AWS_SECRET_ACCESS_KEY": seaweed.secret_key}
-        started = time.monotonic()
-        process = subprocess.Popen([str(AGENT_BIN), "mirror", "--once", "--config", str(config)],
-                                   env=env, stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(process.pid, 0)
-        elapsed = time.monotonic() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"sc2s3 exited {process.returncode} for {size} bytes")
+        run = run_measured([str(AGENT_BIN), "mirror", "--once", "--config", str(config)],
+                           env=agent_env(seaweed), timeout_s=3600)
+    if run.exit_code != 0:
+        raise SystemExit(f"sc2s3 exited {run.exit_code} for {size} bytes")
     s3 = seaweed.client()
     key = next(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]
                if "/audio." in o["Key"])
-    digest = hashlib.sha256()
-    for chunk in s3.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(8 * MIB):
-        digest.update(chunk)
-    return {"size": size, "elapsed_s": elapsed, "rss_mib": usage.ru_maxrss / 1024,
-            "disk_write_bytes": usage.ru_oublock * 512,
-            "identical": digest.hexdigest() == original_sha256(track)}
+    return {"size": size, "elapsed_s": run.elapsed_s, "rss_mib": run.rss_mib,
+            "disk_write_bytes": run.disk_write_bytes,
+            "identical": object_sha256(s3, bucket, key) == original_sha256(track)}
 
 
 def main() -> int:
