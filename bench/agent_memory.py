@@ -26,7 +26,7 @@ from harness import (
     object_sha256,
     original_sha256,
     run_measured,
-    start_simulator,
+    simulator,
     write_config,
 )
 
@@ -39,7 +39,7 @@ def mirror_one(seaweed: SeaweedFS, workdir: Path, size: int, part_size_mib: int,
     bucket = f"bench-{size // MIB}"
     seaweed.create_bucket(bucket)
     catalog = Catalog([User(id=42, permalink="band-one", username="Band", tracks=[track])])
-    with start_simulator(catalog) as sim:
+    with simulator(catalog) as sim:
         config = write_config(workdir / f"config-{bucket}.toml", sim_url=sim.base_url,
                               endpoint=seaweed.endpoint_url, bucket=bucket,
                               state_dir=workdir / f"state-{bucket}",

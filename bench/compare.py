@@ -34,7 +34,7 @@ from harness import (
     original_sha256,
     reclaim_disk,
     run_measured,
-    start_simulator,
+    simulator,
 )
 from report import KillRow, Results, Row
 from tools import SC2S3, TOOLS, Job, Tool
@@ -126,8 +126,8 @@ class Bench:
     def clean(self) -> None:
         """Empty the bucket and compact SeaweedFS so disk use stays about one track's worth."""
         self.peak_disk = max(self.peak_disk, dir_bytes(self.seaweed.data_dir))
-        empty_bucket(self.s3, BUCKET)
-        reclaim_disk(self.seaweed)
+        if not reclaim_disk(self.seaweed, empty_bucket(self.s3, BUCKET)):
+            progress("    (SeaweedFS has not released the deleted bytes yet; going on)")
 
     def copy(self, tool: Tool, size: int) -> Row:
         job = self.job(tool, size, "clean")
@@ -190,7 +190,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sc2s3-compare-") as tmp:
         workdir = Path(tmp)
         seaweed = SeaweedFS(workdir / "seaweedfs")
-        sim = start_simulator(Catalog(users))
+        sim = simulator(Catalog(users)).start()
         try:
             seaweed.start()
             seaweed.create_bucket(BUCKET)

@@ -30,7 +30,8 @@ from support.seaweedfs import SeaweedFS  # noqa: E402
 __all__ = [
     "AGENT_BIN", "CLIENT_ID", "CLIENT_SECRET", "GIB", "MIB", "ROOT", "Catalog", "Measured",
     "SeaweedFS", "Simulator", "Track", "User", "agent_env", "dir_bytes", "empty_bucket",
-    "object_sha256", "original_sha256", "reclaim_disk", "run_measured", "start_simulator", "write_config",
+    "object_sha256", "original_sha256", "reclaim_disk", "run_measured", "simulator",
+    "write_config",
 ]
 
 MIB = 1024 * 1024
@@ -101,12 +102,12 @@ def agent_env(seaweed: SeaweedFS) -> dict[str, str]:
             "AWS_EC2_METADATA_DISABLED": "true"}
 
 
-def start_simulator(catalog: Catalog, url_ttl_s: int = 86_400) -> Simulator:
-    """A running simulator whose signed CDN URLs outlive any run and whose token limits never
-    bite (a benchmark fetches many tokens in an hour)."""
+def simulator(catalog: Catalog, url_ttl_s: int = 86_400) -> Simulator:
+    """A simulator (not started: use ``with`` or ``.start()``) whose signed CDN URLs outlive any
+    run and whose token limits never bite (a benchmark fetches many tokens in an hour)."""
     return Simulator(catalog, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
                      url_ttl_s=url_ttl_s, token_limit_app=(100_000, 3600),
-                     token_limit_ip=(100_000, 3600)).start()
+                     token_limit_ip=(100_000, 3600))
 
 
 def object_sha256(s3, bucket: str, key: str) -> str:
@@ -117,22 +118,38 @@ def object_sha256(s3, bucket: str, key: str) -> str:
     return digest.hexdigest()
 
 
-def empty_bucket(s3, bucket: str) -> None:
-    """Delete every object and abort every multipart upload in ``bucket``."""
+def empty_bucket(s3, bucket: str) -> int:
+    """Delete every object and abort every multipart upload in ``bucket``; returns the bytes
+    of the objects deleted."""
+    deleted = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        deleted += sum(o["Size"] for o in page.get("Contents", []))
         if keys:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
     for upload in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
         s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    return deleted
 
 
-def reclaim_disk(seaweed: SeaweedFS) -> None:
-    """Ask the SeaweedFS master to compact volumes now: deleted needles otherwise keep their
-    disk space until the periodic vacuum, and a full run writes tens of GiB."""
+def reclaim_disk(seaweed: SeaweedFS, deleted_bytes: int, timeout_s: float = 60) -> bool:
+    """Compact SeaweedFS's volumes until the disk holds ``deleted_bytes`` less (90 % of it);
+    False if that did not happen within ``timeout_s``.
+
+    Deleted data keeps its disk space until a volume is vacuumed, and the filer hands deletions
+    to the volume servers a few seconds late, so this asks the master to vacuum until it shows.
+    """
+    before = dir_bytes(seaweed.data_dir)
     url = f"http://127.0.0.1:{seaweed.ports['master']}/vol/vacuum?garbageThreshold=0.001"
-    with urllib.request.urlopen(url, timeout=600) as answer:
-        answer.read()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with urllib.request.urlopen(url, timeout=timeout_s) as answer:
+            answer.read()
+        if dir_bytes(seaweed.data_dir) <= before - 0.9 * deleted_bytes:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
 
 
 def dir_bytes(path: Path) -> int:
