@@ -37,7 +37,7 @@ from harness import (
     simulator,
 )
 from report import KillRow, Results, Row
-from tools import SC2S3, TOOLS, Job, Tool
+from tools import PEER, SC2S3, TOOLS, Job, Tool
 
 BUCKET = "bench"
 FULL_SIZES_MIB = (1024, 4096)
@@ -165,7 +165,7 @@ def run_all(args: argparse.Namespace, bench: Bench) -> Results:
     kills: list[KillRow] = []
     if not args.no_kill:
         size = args.sizes_mib[-1] * MIB
-        for tool in (t for t in tools if t.kind in (SC2S3, "peer")):
+        for tool in (t for t in tools if t.kind in (SC2S3, PEER)):
             clean = next((r for r in rows if r.tool == tool.name and r.size == size), None)
             progress(f"[kill] {tool.name} {size // MIB} MiB: SIGKILL at {KILL_AT:.0%}, rerun ...")
             kills.append(bench.kill_and_rerun(
