@@ -119,12 +119,7 @@ class StreamingUpload:
     def run(self, source: Source) -> UploadResult:
         """Stream ``source`` to S3. :raises Sc2s3Error: (the multipart upload is aborted first)."""
         whole = hashlib.sha256()
-        self.slots.acquire()
-        try:
-            first = _read_part(source, self.part_size)
-        except BaseException:
-            self.slots.release()
-            raise
+        first = self._read_into_slot(source)
         whole.update(first)
         if len(first) < self.part_size:
             try:
@@ -132,6 +127,15 @@ class StreamingUpload:
             finally:
                 self.slots.release()
         return self._multipart(source, first, whole)
+
+    def _read_into_slot(self, source: Source) -> bytes:
+        # The slot is held until the part is uploaded (or released here if the read fails).
+        self.slots.acquire()
+        try:
+            return _read_part(source, self.part_size)
+        except BaseException:
+            self.slots.release()
+            raise
 
     def _put_single(self, body: bytes, whole) -> UploadResult:
         checksum = b64(hashlib.sha256(body).digest())
@@ -166,12 +170,7 @@ class StreamingUpload:
                 if self.should_stop():
                     raise TemporaryError(f"{self.key}: stopped before completion")
                 _raise_first_failure(futures)
-                self.slots.acquire()
-                try:
-                    body = _read_part(source, self.part_size)
-                except BaseException:
-                    self.slots.release()
-                    raise
+                body = self._read_into_slot(source)
                 if not body:
                     self.slots.release()
                     break
