@@ -42,6 +42,7 @@ def test_good_config_passes(tmp_path):
     (lambda t: t.replace("part_size_mib = 16", "concurrency = 0"), "agent.concurrency"),
     (lambda t: t.replace("part_size_mib = 16", "poll_interval_s = 0"), "agent.poll_interval_s"),
     (lambda t: t.replace("[agent]", "[agnet]"), "agnet"),
+    (lambda t: t.replace("[s3]", "[s4]"), "s4: unknown key"),
     (lambda t: t.replace("part_size_mib", "part_size_mb"), "agent.part_size_mb"),
     (lambda t: t.replace('client_id = "cid"', 'client_id = "cid'), "TOML syntax error"),
     (lambda t: t.replace("{secret}", "/nonexistent/secret"), "soundcloud.client_secret_file"),

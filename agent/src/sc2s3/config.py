@@ -153,7 +153,9 @@ def load_config(path: Path) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        # A misspelled section also makes the real one "missing": name the typo first.
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         if first["type"] == "missing":
             key = ".".join(str(part) for part in first["loc"])
             raise ConfigError(f"{path}: {key}: required key is missing; add it") from exc
