@@ -15,7 +15,6 @@ developers.soundcloud.com and github.com/soundcloud/api ``openapi/api.yaml``).
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -33,6 +32,7 @@ from urllib3.util.retry import Retry
 from .config import SoundCloudConfig
 from .errors import TemporaryError, UpstreamError
 from .logs import log
+from .state import write_atomic
 
 USER_URN = re.compile(r"^soundcloud:users:[0-9]+$")
 TRACK_URN = re.compile(r"^soundcloud:tracks:[0-9]+$")
@@ -187,16 +187,8 @@ class SoundCloudClient:
 
     def _save_token(self, token: _Token) -> None:
         # Written atomically before the refresh token can be used again: it is single-use.
-        if not self._token_file:
-            return
-        self._token_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._token_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(token.__dict__, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self._token_file)
+        if self._token_file:
+            write_atomic(self._token_file, json.dumps(token.__dict__).encode())
 
     # -- API calls -----------------------------------------------------------------------------
 

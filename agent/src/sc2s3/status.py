@@ -16,6 +16,7 @@ from rich.table import Table
 from . import __version__
 from .archive import CatalogStore, Layout
 from .config import Config
+from .state import write_atomic
 
 LAST_CYCLE_FILE = "last_cycle.json"
 
@@ -49,10 +50,7 @@ def read_last_cycle(state_dir: Path) -> dict | None:
 
 
 def write_last_cycle(state_dir: Path, summary: dict) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = state_dir / (LAST_CYCLE_FILE + ".tmp")
-    tmp.write_text(json.dumps(summary))
-    tmp.replace(state_dir / LAST_CYCLE_FILE)
+    write_atomic(state_dir / LAST_CYCLE_FILE, json.dumps(summary).encode(), mode=0o644)
 
 
 def print_status(status: dict, console: Console | None = None) -> None:
