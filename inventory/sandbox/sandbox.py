@@ -61,9 +61,7 @@ HOST_TOOLS = {
 }
 SUITE = "bookworm"
 IMAGE_NAME = "localhost/sc2s3-testhost"
-IMAGE_PACKAGES = (
-    "openssh-server,python3,python3-venv,sudo,iproute2,procps,ca-certificates,supervisor,curl"
-)
+IMAGE_PACKAGES = "openssh-server,python3,python3-venv,sudo,iproute2,procps,ca-certificates,supervisor,curl"
 CONTAINER_PREFIX = "sc2s3-th"
 SSH_BASE_PORT = 2200  # host N listens on 127.0.0.1:2200+N
 CONTAINERS_CONF = Path("/etc/containers/containers.conf")
@@ -292,6 +290,12 @@ def container_running(name: str) -> bool:
     return state.returncode == 0 and state.stdout.strip() == "true"
 
 
+def container_alive(name: str) -> bool:
+    """Running and able to exec: after a reboot or a killed session podman's stored state can
+    still say "running" for a container whose processes are gone."""
+    return container_running(name) and podman("exec", name, "true", check=False).returncode == 0
+
+
 def hosts_up(count: int) -> list[dict[str, Any]]:
     """Start sc2s3-th1..count (reusing running ones) and wait until each answers SSH."""
     tag = ensure_image()
@@ -302,17 +306,27 @@ def hosts_up(count: int) -> list[dict[str, Any]]:
     hosts = []
     for index in range(1, count + 1):
         name, port = container_name(index), ssh_port(index)
-        if not container_running(name):
-            podman("rm", "-f", name, check=False)
+        if not container_alive(name):
+            remove_stale_container(name)
             if not port_is_free(port):
                 raise SystemExit(f"sandbox: port {port} for {name} is taken by another process")
             run_container(tag, name, port, public_key)
         hosts.append({"name": name, "hostname": name, "ssh_port": port})
     for host in hosts:
-        wait_for_ssh(host["ssh_port"])
+        wait_for_ssh(host["name"], host["ssh_port"])
     check_loopback_only([container_pid(h["name"]) for h in hosts])
     log(f"{count} test hosts answer SSH after {time.monotonic() - started:.1f} s")
     return hosts
+
+
+def remove_stale_container(name: str) -> None:
+    """`podman rm -f`, twice if need be: with its processes gone, the first attempt times out
+    waiting for an exit file but marks the container exited, so the second one removes it."""
+    for _ in range(2):
+        if podman("rm", "-f", "-t", "2", name, check=False).returncode == 0:
+            return
+        if podman("container", "exists", name, check=False).returncode != 0:
+            return
 
 
 def run_container(tag: str, name: str, port: int, public_key: Path) -> None:
@@ -367,22 +381,38 @@ def ssh_command(port: int, *remote: str) -> list[str]:
     ]
 
 
-def wait_for_ssh(port: int, timeout_s: float = 60.0) -> None:
+def wait_for_ssh(name: str, port: int, timeout_s: float = 60.0) -> None:
+    """Wait until `ssh root@127.0.0.1 -p PORT true` succeeds; on timeout, exit with what the
+    container, its supervisor and sshd said (the only clues when this fails on a CI machine)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        probe = subprocess.run(ssh_command(port, "true"), capture_output=True, check=False)
+    while True:
+        probe = subprocess.run(ssh_command(port, "true"), capture_output=True, text=True, check=False)
         if probe.returncode == 0:
             return
+        if time.monotonic() >= deadline:
+            break
         time.sleep(0.5)
-    raise SystemExit(f"sandbox: no SSH answer on {LOOPBACK}:{port} after {timeout_s:.0f} s")
+    state = podman(
+        "ps", "-a", "--filter", f"name={name}", "--format", "{{.Names}} {{.Status}}", check=False
+    ).stdout.strip()
+    logs = podman("logs", "--tail", "15", name, check=False)
+    sshd = podman("exec", name, "tail", "-n", "15", "/var/log/supervisor/sshd.log", check=False)
+    raise SystemExit(
+        f"sandbox: no SSH answer on {LOOPBACK}:{port} after {timeout_s:.0f} s\n"
+        f"ssh: {probe.stderr.strip()}\ncontainer: {state}\n"
+        f"container log:\n{logs.stdout}{logs.stderr}\nsshd log:\n{sshd.stdout}{sshd.stderr}"
+    )
 
 
 def hosts_down(names: list[str] | None = None) -> None:
     """Remove the named test-host containers (default: every sc2s3-thN that exists)."""
     names = existing_containers() if names is None else names
-    if names:
-        podman("rm", "-f", "-t", "5", *names, check=False)
-        log(f"removed {' '.join(names)}")
+    if not names:
+        return
+    if podman("rm", "-f", "-t", "5", *names, check=False).returncode != 0:
+        for name in names:  # one whose processes died under podman needs a second try
+            remove_stale_container(name)
+    log(f"removed {' '.join(names)}")
 
 
 # -- loopback check ------------------------------------------------------------------------------
@@ -725,9 +755,7 @@ def print_status(state: dict[str, Any]) -> None:
         alive = "running" if pid_alive(pid, spec["marker"]) else "stopped"
         print(f"{name:<12} {alive:<8} pid={pid} http://{LOOPBACK}:{spec['port']}")
     for host in state.get("hosts", []):
-        alive = (
-            "running" if shutil.which("podman") and container_running(host["name"]) else "stopped"
-        )
+        alive = "running" if shutil.which("podman") and container_running(host["name"]) else "stopped"
         print(f"{host['name']:<12} {alive:<8} ssh root@{LOOPBACK} -p {host['ssh_port']}")
     if VARS_PATH.exists():
         print(f"ansible vars: -e @{VARS_PATH.relative_to(REPO)}")
@@ -827,9 +855,7 @@ def checksum_of(head: dict[str, Any]) -> str:
     return "-"
 
 
-def print_archive_table(
-    expected: dict[str, tuple[str, str]], archived: dict[str, dict[str, Any]]
-) -> None:
+def print_archive_table(expected: dict[str, tuple[str, str]], archived: dict[str, dict[str, Any]]) -> None:
     rows = [("account", "track", "bytes", "source", "checksum")]
     for urn, (account, title) in sorted(expected.items(), key=lambda item: item[1]):
         got = archived.get(urn)
@@ -840,10 +866,7 @@ def print_archive_table(
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-    print(
-        f"{len(archived.keys() & expected.keys())}/{len(expected)} demo tracks archived "
-        f"in s3://{BUCKET}"
-    )
+    print(f"{len(archived.keys() & expected.keys())}/{len(expected)} demo tracks archived in s3://{BUCKET}")
 
 
 def clip(text: str, width: int = 40) -> str:
@@ -853,15 +876,11 @@ def clip(text: str, width: int = 40) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="sandbox.py", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("image", help="build the test-host image (cached)").set_defaults(
-        func=cmd_image
-    )
+    commands.add_parser("image", help="build the test-host image (cached)").set_defaults(func=cmd_image)
     hosts = commands.add_parser("hosts-up", help="start test hosts sc2s3-th1..N")
     hosts.add_argument("--count", type=int, default=3)
     hosts.set_defaults(func=cmd_hosts_up)
-    commands.add_parser("hosts-down", help="remove the test hosts").set_defaults(
-        func=cmd_hosts_down
-    )
+    commands.add_parser("hosts-down", help="remove the test hosts").set_defaults(func=cmd_hosts_down)
     up = commands.add_parser("up", help="start the whole sandbox")
     up.add_argument("--hosts", type=int, default=3)
     up.set_defaults(func=cmd_up)
