@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import urllib.request
 
 import pytest
 from conftest import AGENT_BIN, CLIENT_ID, CLIENT_SECRET
-from soundcloud_sim import Catalog, Simulator, Track, User
+from soundcloud_sim import Catalog, Simulator, Track, User, original_sha256
 from support.ports import free_loopback_ports
 
 from sc2s3 import __version__
@@ -103,8 +104,8 @@ def test_health_is_503_until_s3_is_reachable(sim, make_agent, tmp_path):
     assert process.returncode == 0
 
 
-def test_sigterm_mid_upload_leaves_no_partial_object_or_upload(make_agent, s3, bucket):
-    big = Track(id=31, title="two-hour rehearsal", size=400 * MIB)
+def test_sigterm_parks_the_upload_and_the_next_start_resumes_it(make_agent, s3, bucket):
+    big = Track(id=31, title="two-hour rehearsal", size=400 * MIB + 12345)
     catalog = Catalog([User(id=3, permalink="band-three", username="Band", tracks=[big])])
     with Simulator(catalog, client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim:
         (port,) = free_loopback_ports(1)
@@ -114,12 +115,32 @@ def test_sigterm_mid_upload_leaves_no_partial_object_or_upload(make_agent, s3, b
                                    env=agent.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
         try:
-            wait_for(lambda: sim.counters["cdn_bytes"] > 30 * MIB, 60, "the transfer to start")
+            wait_for(lambda: sim.counters["cdn_bytes"] > 100 * MIB, 60, "the transfer to start")
         finally:
             process.send_signal(signal.SIGTERM)
             _out, err = process.communicate(timeout=60)
         assert process.returncode == 0, err
-        assert sim.counters["cdn_bytes"] < big.size, "SIGTERM came too late to test anything"
+        sent_before = sim.counters["cdn_bytes"]
+        assert sent_before < big.size, "SIGTERM came too late to test anything"
+        # Parked: no object under the archive key yet, the multipart upload and its state kept.
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        assert not [k for k in keys if "/audio." in k], keys
+        assert len(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1
+        state = json.loads(s3.get_object(
+            Bucket=bucket, Key="archive/state/uploads/soundcloud:tracks:31.json")["Body"].read())
+        assert state["upload_id"] and len(state["parts"]) >= 10, state
+
+        finished = agent.run("mirror", "--once")
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        resent = sim.counters["cdn_bytes"] - sent_before
+        assert "resuming a parked upload" in finished.stdout
+    in_flight = 2 * 2 * 5 * MIB  # part slots (2 x concurrency) x part size: the most ever lost
+    assert resent <= big.size - sent_before + in_flight, (resent, sent_before)
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
-    assert not [k for k in keys if "/audio." in k], keys
+    key = "archive/soundcloud:users:3/soundcloud:tracks:31/r1/audio.mp3"
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert len(body) == big.size and hashlib.sha256(body).hexdigest() == original_sha256(big)
+    catalog_json = json.loads(s3.get_object(
+        Bucket=bucket, Key="archive/soundcloud:users:3/catalog.json")["Body"].read())
+    assert catalog_json["tracks"]["soundcloud:tracks:31"]["revisions"][0]["sha256"] == \
+        original_sha256(big)

@@ -8,14 +8,17 @@ flight at once; a track that fails is reported and never blocks the others.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
 from .archive import Catalog, CatalogStore, Layout, Revision, TrackEntry, utc_now
 from .config import Config
-from .errors import Sc2s3Error, TemporaryError
+from .errors import IntegrityError, Sc2s3Error, TemporaryError
 from .logs import log
 from .metrics import (
     BYTES_UPLOADED,
@@ -26,10 +29,16 @@ from .metrics import (
     TRACKS_MIRRORED,
 )
 from .progress import Reporter
+from .resume import ResumeStore, UploadState, abort_upload, reconcile
 from .soundcloud import SoundCloudClient, Track, User
 from .sources import extension_for, open_source
 from .transfer import AlreadyArchived, PartSlots, StreamingUpload, UploadResult
 from .verify import read_object_digest
+
+# Attempts per track within one cycle; each resumes the upload the previous one parked.
+TRACK_ATTEMPTS = 4
+TRACK_RETRY_INITIAL_S = 2.0
+TRACK_RETRY_MAX_S = 30.0
 
 
 @dataclass
@@ -76,6 +85,7 @@ class Mirror:
         self.stop = stop or threading.Event()
         self.layout = Layout(config.s3.prefix)
         self.store = CatalogStore(s3, config.s3.bucket, self.layout)
+        self.resume = ResumeStore(s3, config.s3.bucket, config.s3.prefix)
         concurrency = config.agent.concurrency
         # Two part buffers per track in flight: one being filled while the other uploads.
         self.slots = PartSlots(2 * concurrency)
@@ -157,7 +167,16 @@ class Mirror:
             return
         TRACKS_IN_FLIGHT.inc()
         try:
-            revision = self._mirror_track(user, catalog, track)
+            # A temporary failure parks the upload; the next attempt resumes it from S3.
+            retrying = Retrying(
+                retry=retry_if_exception(self._worth_retrying), reraise=True,
+                stop=stop_after_attempt(TRACK_ATTEMPTS),
+                wait=wait_exponential_jitter(initial=TRACK_RETRY_INITIAL_S, max=TRACK_RETRY_MAX_S),
+                sleep=self.stop.wait,
+                before_sleep=lambda state: log.warning(
+                    "track attempt failed; retrying", track_urn=track.urn,
+                    attempt=state.attempt_number, error=str(state.outcome.exception())))
+            revision = retrying(self._mirror_track, user, catalog, track)
             result.add(mirrored=1, bytes=revision.size)
             TRACKS_MIRRORED.labels(source=revision.source).inc()
         except Exception as exc:  # one track's failure must not stop the others
@@ -168,13 +187,46 @@ class Mirror:
         finally:
             TRACKS_IN_FLIGHT.dec()
 
+    def _worth_retrying(self, exc: BaseException) -> bool:
+        return isinstance(exc, TemporaryError) and not self.stop.is_set()
+
+    def _parked_upload(self, user: User, track: Track, number: int) -> UploadState | None:
+        """The track's parked multipart upload if it can continue as revision ``number``."""
+        parked = self.resume.load(track.urn)
+        if parked is None:
+            return None
+        expected = self.layout.audio(user.urn, track.urn, number,
+                                     extension_for(parked.content_type))
+        confirmed = reconcile(self.s3, self.config.s3.bucket, parked) \
+            if parked.key == expected else None
+        if confirmed is None or confirmed.part_size != self.config.agent.part_size:
+            self._discard(parked, "stale: the upload or its revision is gone")
+            return None
+        return confirmed
+
+    def _discard(self, parked: UploadState, why: str) -> None:
+        log.info("discarding a parked upload", key=parked.key, reason=why)
+        abort_upload(self.s3, self.config.s3.bucket, parked.key, parked.upload_id)
+        self.resume.clear(parked.track_urn, f"discarded: {why}")
+
     def _mirror_track(self, user: User, catalog: Catalog, track: Track) -> Revision:
         entry = catalog.tracks.get(track.urn)
         number = len(entry.revisions) + 1 if entry else 1
         part_size = self.config.agent.part_size
-        with open_source(self.soundcloud, track) as source:
-            key = self.layout.audio(user.urn, track.urn, number, extension_for(source.content_type))
+        parked = self._parked_upload(user, track, number)
+        resume = {"resume_at": parked.offset, "etag": parked.cdn_etag,
+                  "size": parked.cdn_size} if parked else {}
+        with open_source(self.soundcloud, track, **resume) as source:
+            if parked and (source.offset != parked.offset or source.source != parked.source):
+                self._discard(parked, "the upstream file changed or Range was refused")
+                parked = None
+            key = parked.key if parked else self.layout.audio(
+                user.urn, track.urn, number, extension_for(source.content_type))
             handle = self.reporter.start(track.title or track.urn, source.size)
+            self.reporter.advance(handle, source.offset)
+            if parked:
+                log.info("resuming a parked upload", key=key, resume_at=source.offset,
+                         parts=len(parked.parts))
 
             def uploaded(amount: int) -> None:
                 BYTES_UPLOADED.inc(amount)
@@ -182,17 +234,22 @@ class Mirror:
 
             upload = StreamingUpload(
                 self.s3, self.config.s3.bucket, key, part_size=part_size, slots=self.slots,
-                executor=self._parts, content_type=source.content_type, on_bytes=uploaded,
+                executor=self._parts, content_type=parked.content_type if parked else
+                source.content_type, on_bytes=uploaded, resume_store=self.resume,
+                identity={"track_urn": track.urn, "source": source.source,
+                          "cdn_etag": source.etag, "cdn_size": source.size},
                 metadata={"sc-urn": track.urn, "sc-source": source.source,
                           "sc-part-size": str(part_size)},
                 should_stop=self.stop.is_set)
             try:
-                outcome = upload.run(source)
+                outcome = upload.run(source, resume=parked)
             except AlreadyArchived:
                 outcome = self._adopt_existing(key)
             finally:
                 self.reporter.finish(handle)
-            content_type, source_name = source.content_type, source.source
+            content_type, source_name = upload.content_type, source.source
+        if outcome.sha256 is None:
+            outcome = self._read_back(outcome)
         json_key = self.layout.track_json(user.urn, track.urn, number)
         self.store.put_json(json_key, track.raw, overwrite=False)
         revision = Revision(
@@ -206,8 +263,18 @@ class Mirror:
             entry.revisions.append(revision)
             self.store.save(catalog)
         log.info("track archived", track_urn=track.urn, key=key, bytes=outcome.size,
-                 source=source_name, sha256=outcome.sha256)
+                 source=source_name, sha256=outcome.sha256, resumed=parked is not None)
         return revision
+
+    def _read_back(self, outcome: UploadResult) -> UploadResult:
+        # A resumed upload's whole-file SHA-256 cannot come from a hash carried across processes:
+        # read the completed object back once, which also checks it against S3's checksum.
+        digest = read_object_digest(self.s3, self.config.s3.bucket, outcome.key)
+        if digest.size != outcome.size or digest.computed_checksum != outcome.s3_checksum:
+            raise IntegrityError(f"{outcome.key}: read back {digest.size} bytes with checksum "
+                                 f"{digest.computed_checksum}, uploaded {outcome.size} bytes "
+                                 f"with {outcome.s3_checksum}")
+        return dataclasses.replace(outcome, sha256=digest.sha256)
 
     def _adopt_existing(self, key: str) -> UploadResult:
         # The object landed earlier but its catalog entry did not (e.g. a crash between the two):

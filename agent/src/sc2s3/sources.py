@@ -8,6 +8,8 @@ transfer never knows (or buffers) more than the part it is filling.
 
 from __future__ import annotations
 
+import re
+
 import requests
 
 from .errors import TemporaryError, UpstreamError
@@ -30,17 +32,26 @@ class Source:
     """A file-like, forward-only byte stream of one track.
 
     Attributes: ``source`` (``original`` or the HLS preset, e.g. ``hls_aac_160``),
-    ``content_type``, ``size`` (bytes, or None when unknown up front), ``bytes_read``.
+    ``content_type``, ``size`` (bytes of the whole file, or None when unknown up front),
+    ``bytes_read`` (position in the file), ``offset`` (where this stream started), ``etag``.
     """
 
     source: str
     content_type: str = "application/octet-stream"
     size: int | None = None
     bytes_read: int = 0
+    offset: int = 0  # where this stream starts in the file (> 0 only for a resumed download)
+    etag: str | None = None
 
     def read(self, amount: int) -> bytes:
         """Up to ``amount`` bytes; ``b""`` only at the end. :raises TemporaryError: on a network error."""
         raise NotImplementedError
+
+    def readinto(self, view: memoryview) -> int:
+        """Fill the start of ``view``; returns the byte count, 0 only at the end."""
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
 
     def close(self) -> None:
         """Release the connection."""
@@ -52,15 +63,17 @@ class Source:
         self.close()
 
 
-def _open_cdn(session: requests.Session, url: str) -> requests.Response:
+def _open_cdn(session: requests.Session, url: str,
+              headers: dict[str, str] | None = None) -> requests.Response:
     try:
-        response = session.get(url, stream=True, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+        response = session.get(url, stream=True, headers=headers,
+                               timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
     except requests.RequestException as exc:
         raise TemporaryError(f"CDN unreachable: {exc}") from exc
     if response.status_code == 403:
         response.close()
         raise TemporaryError("CDN refused the signed URL (HTTP 403; expired?)")
-    if response.status_code != 200:
+    if response.status_code not in (200, 206):
         response.close()
         raise UpstreamError(f"CDN answered HTTP {response.status_code}")
     return response
@@ -73,27 +86,70 @@ def _read_body(response: requests.Response, amount: int) -> bytes:
         raise TemporaryError(f"download interrupted: {type(exc).__name__}") from exc
 
 
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+
+
 class OriginalSource(Source):
-    """The original upload, from ``/tracks/{urn}/download`` -> 302 -> signed CDN URL."""
+    """The original upload, from ``/tracks/{urn}/download`` -> 302 -> signed CDN URL.
+
+    With ``resume_at`` > 0 the CDN is asked for ``Range: bytes=N-`` with ``If-Range: <etag>``
+    (RFC 9110 §13.1.5 / §14.2): a 206 for the same object continues at N (``offset``), while a 200
+    means the object changed or Range is not supported, and the download restarts at 0
+    (``offset == 0``; the caller must then start the upload over).
+    Attributes: ``etag`` and ``size`` identify the whole CDN object (not the range).
+    """
 
     source = "original"
 
-    def __init__(self, client: SoundCloudClient, track: Track):
-        self._response = _open_cdn(client.session, client.signed_download_url(track))
+    def __init__(self, client: SoundCloudClient, track: Track, resume_at: int = 0,
+                 etag: str | None = None, size: int | None = None):
+        self.offset = 0
+        url = client.signed_download_url(track)
+        if resume_at and size is not None and resume_at >= size:
+            # Every byte is already in S3; only CompleteMultipartUpload is left.
+            self._response, self.offset, self.size, self.etag = None, resume_at, size, etag
+            return
+        headers = {"Range": f"bytes={resume_at}-"} if resume_at else {}
+        if resume_at and etag:
+            headers["If-Range"] = etag
+        self._response = _open_cdn(client.session, url, headers)
         self.content_type = self._response.headers.get("Content-Type", self.content_type)
+        self.etag = self._response.headers.get("ETag")
         length = self._response.headers.get("Content-Length")
         self.size = int(length) if length and length.isdigit() else None
-        self.etag = self._response.headers.get("ETag")
+        if self._response.status_code == 206:
+            match = _CONTENT_RANGE.match(self._response.headers.get("Content-Range", ""))
+            if not match or int(match[1]) != resume_at or (size and int(match[3]) != size):
+                self._response.close()
+                raise UpstreamError("CDN answered a Range request with a different range")
+            self.offset, self.size = resume_at, int(match[3])
+        self.bytes_read = self.offset
 
     def read(self, amount: int) -> bytes:
+        if self._response is None:
+            return b""
         data = _read_body(self._response, amount)
-        self.bytes_read += len(data)
-        if not data and self.size is not None and self.bytes_read != self.size:
-            raise TemporaryError(f"download truncated at {self.bytes_read} of {self.size} bytes")
+        self._check(len(data))
         return data
 
+    def readinto(self, view: memoryview) -> int:
+        if self._response is None:
+            return 0
+        try:
+            count = self._response.raw.readinto(view)
+        except Exception as exc:  # urllib3 raises several unrelated types for a broken body
+            raise TemporaryError(f"download interrupted: {type(exc).__name__}") from exc
+        self._check(count)
+        return count
+
+    def _check(self, count: int) -> None:
+        self.bytes_read += count
+        if not count and self.size is not None and self.bytes_read != self.size:
+            raise TemporaryError(f"download truncated at {self.bytes_read} of {self.size} bytes")
+
     def close(self) -> None:
-        self._response.close()
+        if self._response is not None:
+            self._response.close()
 
 
 class HlsSource(Source):
@@ -130,8 +186,13 @@ class HlsSource(Source):
             self._response.close()
 
 
-def open_source(client: SoundCloudClient, track: Track) -> Source:
-    """The original when the track is downloadable, otherwise its best HLS transcoding."""
+def open_source(client: SoundCloudClient, track: Track, resume_at: int = 0,
+                etag: str | None = None, size: int | None = None) -> Source:
+    """The original when the track is downloadable, otherwise its best HLS transcoding.
+
+    ``resume_at``/``etag``/``size`` ask the original for a range (see :class:`OriginalSource`);
+    an HLS transcoding always starts at 0 (``offset`` 0).
+    """
     if track.downloadable and track.download_url:
-        return OriginalSource(client, track)
+        return OriginalSource(client, track, resume_at, etag, size)
     return HlsSource(client, track)

@@ -14,6 +14,11 @@ Memory: a part buffer is held from the moment it is read until its UploadPart re
 
 The object appears only on CompleteMultipartUpload / PutObject, both sent with ``IfNoneMatch='*'``:
 no partial object is ever visible under an archive key and an archived object is never overwritten.
+
+Resumable: the multipart upload's state is saved (:mod:`sc2s3.resume`) when it is created and after
+every part. A temporary failure (network, S3 5xx, shutdown) *parks* the upload: parts in flight
+finish and are recorded, nothing is aborted, and :meth:`StreamingUpload.run` with ``resume=``
+continues after the last contiguous part. Any other failure aborts the upload.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import IntegrityError, Sc2s3Error, TemporaryError
 from .logs import log
+from .resume import PartRecord, ResumeStore, UploadState, abort_upload
 from .sources import Source
 
 
@@ -38,12 +44,13 @@ class AlreadyArchived(Sc2s3Error):
 
 @dataclass(frozen=True)
 class UploadResult:
-    """What landed in S3: ``size`` bytes, whole-object ``sha256`` (hex), ``s3_checksum`` as S3
-    reports it (``base64`` or ``base64-N`` for multipart), ``parts`` count, ``version_id``."""
+    """What landed in S3: ``size`` bytes, whole-object ``sha256`` (hex; None after a resume),
+    ``s3_checksum`` as S3 reports it (``base64`` or ``base64-N`` for multipart), ``parts`` count,
+    ``version_id``."""
 
     key: str
     size: int
-    sha256: str
+    sha256: str | None
     s3_checksum: str
     parts: int
     version_id: str | None
@@ -72,15 +79,24 @@ def composite_sha256(part_digests: list[bytes]) -> str:
     return f"{b64(hashlib.sha256(b''.join(part_digests)).digest())}-{len(part_digests)}"
 
 
-def _read_part(source: Source, part_size: int) -> bytes:
-    chunks, filled = [], 0
-    while filled < part_size:
-        data = source.read(part_size - filled)
-        if not data:
-            break
-        chunks.append(data)
-        filled += len(data)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+READ_CHUNK = 1024 * 1024  # bytes per read into a part buffer: bounds the transient copy
+
+
+def read_part(source: Source, part_size: int) -> bytearray:
+    """Up to ``part_size`` bytes of ``source`` in one buffer, filled in place (no joins)."""
+    buffer = bytearray(part_size)
+    view = memoryview(buffer)
+    filled = 0
+    try:
+        while filled < part_size:
+            count = source.readinto(view[filled:filled + READ_CHUNK])
+            if not count:
+                break
+            filled += count
+    finally:
+        view.release()
+    del buffer[filled:]
+    return buffer
 
 
 def _s3_error(exc: Exception, what: str) -> Sc2s3Error:
@@ -96,43 +112,63 @@ def _s3_error(exc: Exception, what: str) -> Sc2s3Error:
 
 
 class StreamingUpload:
-    """Uploads one source to ``bucket/key``; use :meth:`run` once.
+    """Uploads one source to ``bucket/key``, resumably; use :meth:`run` once.
 
     :param s3: a boto3 S3 client.
     :param part_size: bytes per part (5 MiB .. 5 GiB, S3's limits).
     :param slots: the process-wide :class:`PartSlots`.
     :param executor: the pool that runs UploadPart calls.
     :param metadata: S3 user metadata (``sc-urn``, ``sc-source`` ...).
+    :param resume_store: where the :class:`~sc2s3.resume.UploadState` is saved after each part
+        (None: not resumable, e.g. in benchmarks of the bare transfer).
+    :param identity: the state's fixed fields: ``track_urn``, ``source``, ``cdn_etag``, ``cdn_size``.
     :param on_bytes: called with each part's size once it is uploaded (progress, metrics).
-    :param should_stop: polled between parts; when true the upload is aborted (daemon shutdown).
+    :param should_stop: polled between parts; when true the upload parks (daemon shutdown).
     """
 
     def __init__(self, s3, bucket: str, key: str, *, part_size: int, slots: PartSlots,
                  executor: ThreadPoolExecutor, metadata: dict[str, str], content_type: str,
+                 resume_store: ResumeStore | None = None, identity: dict | None = None,
                  on_bytes: Callable[[int], None] = lambda n: None,
                  should_stop: Callable[[], bool] = lambda: False):
         self.s3, self.bucket, self.key = s3, bucket, key
         self.part_size, self.slots, self.executor = part_size, slots, executor
         self.metadata, self.content_type = metadata, content_type
+        self.resume_store, self.identity = resume_store, identity or {}
         self.on_bytes, self.should_stop = on_bytes, should_stop
+        self._state_lock = threading.Lock()
 
-    def run(self, source: Source) -> UploadResult:
-        """Stream ``source`` to S3. :raises Sc2s3Error: (the multipart upload is aborted first)."""
+    def run(self, source: Source, resume: UploadState | None = None) -> UploadResult:
+        """Stream ``source`` to S3; with ``resume``, ``source`` starts at ``resume.offset`` and the
+        parts before it are reused. A resumed result has ``sha256=None`` (the caller reads the
+        object back for it: a hash object cannot be persisted across processes).
+
+        :raises TemporaryError: the upload is parked (its parts and resume state stay in S3).
+        :raises Sc2s3Error: any other failure (the multipart upload is aborted first).
+        """
+        if resume is not None:
+            state = resume.model_copy(update={"parts": {p.number: p for p in resume.contiguous()}})
+            return self._multipart(source, state, None, None)
         whole = hashlib.sha256()
         first = self._read_into_slot(source)
         whole.update(first)
         if len(first) < self.part_size:
             try:
-                return self._put_single(first, whole)
+                return self._put_single(bytes(first), whole)
             finally:
                 self.slots.release()
-        return self._multipart(source, first, whole)
+        try:
+            state = self._create()
+        except BaseException:
+            self.slots.release()
+            raise
+        return self._multipart(source, state, first, whole)
 
-    def _read_into_slot(self, source: Source) -> bytes:
+    def _read_into_slot(self, source: Source) -> bytearray:
         # The slot is held until the part is uploaded (or released here if the read fails).
         self.slots.acquire()
         try:
-            return _read_part(source, self.part_size)
+            return read_part(source, self.part_size)
         except BaseException:
             self.slots.release()
             raise
@@ -152,20 +188,31 @@ class StreamingUpload:
         return UploadResult(self.key, len(body), whole.hexdigest(), checksum, 1,
                             answer.get("VersionId"))
 
-    def _multipart(self, source: Source, first: bytes, whole) -> UploadResult:
+    def _create(self) -> UploadState:
         try:
             upload_id = self.s3.create_multipart_upload(
                 Bucket=self.bucket, Key=self.key, ContentType=self.content_type,
                 Metadata=self.metadata, ChecksumAlgorithm="SHA256")["UploadId"]
         except (ClientError, BotoCoreError) as exc:
-            self.slots.release()
             raise _s3_error(exc, f"CreateMultipartUpload {self.key}") from exc
+        state = UploadState(key=self.key, upload_id=upload_id, content_type=self.content_type,
+                            part_size=self.part_size, **self.identity)
+        if self.resume_store is not None:
+            try:
+                self.resume_store.save(state)  # before any part: the upload is never orphaned
+            except TemporaryError:
+                abort_upload(self.s3, self.bucket, self.key, upload_id)
+                raise
+        return state
+
+    def _multipart(self, source: Source, state: UploadState, first: bytearray | None,
+                   whole) -> UploadResult:
         futures: list[Future] = []
+        number = len(state.parts) + 1
         try:
-            body, number, size = first, 1, 0
+            body = first if first is not None else self._read_into_slot(source)
             while body:
-                size += len(body)
-                futures.append(self.executor.submit(self._upload_part, upload_id, number, body))
+                futures.append(self.executor.submit(self._upload_part, state, number, body))
                 del body  # the part task owns the buffer now; drop our reference early
                 if self.should_stop():
                     raise TemporaryError(f"{self.key}: stopped before completion")
@@ -174,52 +221,71 @@ class StreamingUpload:
                 if not body:
                     self.slots.release()
                     break
-                whole.update(body)
+                if whole is not None:
+                    whole.update(body)
                 number += 1
-            parts = [future.result() for future in futures]
-            return self._complete(upload_id, parts, size, whole)
+            for future in futures:
+                future.result()
+            return self._complete(state, whole)
         except BaseException as exc:
             for future in futures:
                 if future.cancel():
                     self.slots.release()  # its part task will never run to release it
             for future in futures:
                 if not future.cancelled():
-                    future.exception()  # wait: never abort while a part is still in flight
-            self._abort(upload_id)
-            if isinstance(exc, (ClientError, BotoCoreError)):
-                raise _s3_error(exc, f"multipart upload {self.key}") from exc
-            raise
+                    future.exception()  # wait: parts in flight finish (and are recorded) first
+            error = _s3_error(exc, f"multipart upload {self.key}") \
+                if isinstance(exc, (ClientError, BotoCoreError)) else exc
+            if isinstance(error, TemporaryError) and self.resume_store is not None:
+                log.info("upload parked; it resumes on the next attempt", key=self.key,
+                         parts=len(state.contiguous()), resume_at=state.offset, error=str(error))
+            else:
+                self._abandon(state, "aborted")
+            if error is exc:
+                raise
+            raise error from exc
 
-    def _upload_part(self, upload_id: str, number: int, body: bytes) -> dict:
+    def _upload_part(self, state: UploadState, number: int, body: bytearray) -> None:
         try:
-            digest = hashlib.sha256(body).digest()
+            checksum = b64(hashlib.sha256(body).digest())
             answer = self.s3.upload_part(
-                Bucket=self.bucket, Key=self.key, UploadId=upload_id, PartNumber=number,
-                Body=body, ChecksumSHA256=b64(digest))
-            self.on_bytes(len(body))
-            return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": b64(digest),
-                    "_digest": digest}
+                Bucket=self.bucket, Key=self.key, UploadId=state.upload_id, PartNumber=number,
+                Body=body, ChecksumSHA256=checksum)
+            size = len(body)
         finally:
             del body
             self.slots.release()
+        with self._state_lock:
+            state.parts[number] = PartRecord(number=number, size=size, etag=answer["ETag"],
+                                             sha256=checksum)
+            if self.resume_store is not None:
+                self.resume_store.save(state)
+        self.on_bytes(size)
 
-    def _complete(self, upload_id: str, parts: list[dict], size: int, whole) -> UploadResult:
-        expected = composite_sha256([part.pop("_digest") for part in parts])
+    def _complete(self, state: UploadState, whole) -> UploadResult:
+        parts = [state.parts[number] for number in sorted(state.parts)]
+        expected = composite_sha256([base64.b64decode(p.sha256) for p in parts])
         answer = self.s3.complete_multipart_upload(
-            Bucket=self.bucket, Key=self.key, UploadId=upload_id,
-            MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+            Bucket=self.bucket, Key=self.key, UploadId=state.upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag,
+                                        "ChecksumSHA256": p.sha256} for p in parts]},
+            IfNoneMatch="*")
+        if self.resume_store is not None:
+            self.resume_store.clear(state.track_urn, "completed")
         reported = answer.get("ChecksumSHA256")
         if reported is not None and reported != expected:
             raise IntegrityError(f"{self.key}: S3 reports checksum {reported}, sent {expected}")
-        return UploadResult(self.key, size, whole.hexdigest(), expected, len(parts),
-                            answer.get("VersionId"))
+        return UploadResult(self.key, sum(p.size for p in parts),
+                            whole.hexdigest() if whole is not None else None, expected,
+                            len(parts), answer.get("VersionId"))
 
-    def _abort(self, upload_id: str) -> None:
-        try:
-            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
-        except (ClientError, BotoCoreError) as exc:
-            # The bucket's lifecycle rule aborts what we could not (AbortIncompleteMultipartUpload).
-            log.warning("abort of multipart upload failed", key=self.key, error=str(exc))
+    def _abandon(self, state: UploadState, outcome: str) -> None:
+        abort_upload(self.s3, self.bucket, self.key, state.upload_id)
+        if self.resume_store is not None:
+            try:
+                self.resume_store.clear(state.track_urn, outcome)
+            except TemporaryError as exc:
+                log.warning("could not clear resume state", key=self.key, error=str(exc))
 
 
 def _raise_first_failure(futures: list[Future]) -> None:
