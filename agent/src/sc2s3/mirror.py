@@ -29,8 +29,8 @@ from .metrics import (
     TRACKS_MIRRORED,
 )
 from .progress import Reporter
-from .resume import ResumeStore, UploadState, abort_upload, reconcile
-from .soundcloud import SoundCloudClient, Track, User
+from .resume import ResumeStore, UploadState, abort_upload, list_uploads, reconcile
+from .soundcloud import TRACK_URN, SoundCloudClient, Track, User
 from .sources import extension_for, open_source
 from .transfer import AlreadyArchived, PartSlots, StreamingUpload, UploadResult
 from .verify import read_object_digest
@@ -145,6 +145,7 @@ class Mirror:
         for future in futures:
             future.result()
         self._mark_deleted_upstream(catalog, {t.urn for t in tracks})
+        self._abort_uploads_of_deleted_tracks(user, {t.urn for t in tracks})
         self.store.save(catalog)
 
     @staticmethod
@@ -193,16 +194,31 @@ class Mirror:
     def _parked_upload(self, user: User, track: Track, number: int) -> UploadState | None:
         """The track's parked multipart upload if it can continue as revision ``number``."""
         parked = self.resume.load(track.urn)
-        if parked is None:
-            return None
-        expected = self.layout.audio(user.urn, track.urn, number,
-                                     extension_for(parked.content_type))
-        confirmed = reconcile(self.s3, self.config.s3.bucket, parked) \
-            if parked.key == expected else None
-        if confirmed is None or confirmed.part_size != self.config.agent.part_size:
+        if parked is not None:
+            expected = self.layout.audio(user.urn, track.urn, number,
+                                         extension_for(parked.content_type))
+            confirmed = reconcile(self.s3, self.config.s3.bucket, parked) \
+                if parked.key == expected else None
+            if confirmed is not None and confirmed.part_size == self.config.agent.part_size:
+                return confirmed
             self._discard(parked, "stale: the upload or its revision is gone")
-            return None
-        return confirmed
+        # Uploads of this revision that no state refers to (a crash between
+        # CreateMultipartUpload and the first state write) would otherwise be orphaned.
+        revision_dir = self.layout.revision_dir(user.urn, track.urn, number)
+        for key, upload_id in list_uploads(self.s3, self.config.s3.bucket, revision_dir):
+            log.info("aborting an orphaned multipart upload", key=key)
+            abort_upload(self.s3, self.config.s3.bucket, key, upload_id)
+        return None
+
+    def _abort_uploads_of_deleted_tracks(self, user: User, listed: set[str]) -> None:
+        for key, upload_id in list_uploads(self.s3, self.config.s3.bucket,
+                                           self.layout.account_dir(user.urn)):
+            track_urn = key.removeprefix(self.layout.account_dir(user.urn)).split("/", 1)[0]
+            if track_urn not in listed:
+                log.info("track deleted upstream mid-upload; aborting its upload", key=key)
+                abort_upload(self.s3, self.config.s3.bucket, key, upload_id)
+                if TRACK_URN.match(track_urn):
+                    self.resume.clear(track_urn, "discarded: track deleted upstream")
 
     def _discard(self, parked: UploadState, why: str) -> None:
         log.info("discarding a parked upload", key=parked.key, reason=why)

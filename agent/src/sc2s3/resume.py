@@ -157,3 +157,18 @@ def abort_upload(s3, bucket: str, key: str, upload_id: str) -> None:
             log.warning("abort of multipart upload failed", key=key, error=str(exc))
     except BotoCoreError as exc:
         log.warning("abort of multipart upload failed", key=key, error=str(exc))
+
+
+def list_uploads(s3, bucket: str, prefix: str) -> list[tuple[str, str]]:
+    """``(key, upload_id)`` of every multipart upload in progress under ``prefix``.
+
+    :raises TemporaryError: S3 unreachable.
+    """
+    found = []
+    try:
+        paginator = s3.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            found += [(u["Key"], u["UploadId"]) for u in page.get("Uploads", [])]
+    except (ClientError, BotoCoreError) as exc:
+        raise TemporaryError(f"ListMultipartUploads {prefix}: {exc}") from exc
+    return found

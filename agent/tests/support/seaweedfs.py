@@ -347,7 +347,8 @@ class SeaweedFS:
 
 def _round_trip(s3) -> None:
     """PUT then GET a scratch object; raise unless the bytes come back."""
-    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+    # After a restart on existing data SeaweedFS may answer BucketAlreadyExists for its own bucket.
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
         s3.create_bucket(Bucket=READINESS_BUCKET)
     key = f"probe-{uuid.uuid4().hex}"
     body = key.encode()
