@@ -63,7 +63,7 @@ class Agent:
 
 def write_config(path: Path, *, sim_url: str, endpoint: str, bucket: str, state_dir: Path,
                  accounts=("band-one",), part_size_mib: int = 5, concurrency: int = 2,
-                 extra_agent: str = "") -> Path:
+                 extra_agent: str = "", extra_soundcloud: str = "") -> Path:
     secret_file = path.parent / "client_secret"
     secret_file.write_text(CLIENT_SECRET + "\n")
     accounts_toml = ", ".join(f'"{a}"' for a in accounts)
@@ -74,6 +74,7 @@ auth_url = "{sim_url}"
 client_id = "{CLIENT_ID}"
 client_secret_file = "{secret_file}"
 accounts = [{accounts_toml}]
+{extra_soundcloud}
 
 [s3]
 bucket = "{bucket}"
@@ -93,9 +94,9 @@ part_size_mib = {part_size_mib}
 
 @pytest.fixture
 def make_agent(tmp_path, seaweed, bucket, agent_env):
-    def make(sim, **options) -> Agent:
-        path = write_config(tmp_path / "config.toml", sim_url=sim.base_url,
-                            endpoint=seaweed.endpoint_url, bucket=bucket,
+    def make(sim, env: dict | None = None, **options) -> Agent:
+        options.setdefault("endpoint", seaweed.endpoint_url)
+        path = write_config(tmp_path / "config.toml", sim_url=sim.base_url, bucket=bucket,
                             state_dir=tmp_path / "state", **options)
-        return Agent(path, agent_env)
+        return Agent(path, {**agent_env, **(env or {})})
     return make

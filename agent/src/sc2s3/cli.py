@@ -81,9 +81,10 @@ def mirror(config_file: str | None, once: bool, accounts: tuple[str, ...], dry_r
     if dry_run:
         for urn in result.planned:
             click.echo(urn)
-    if result.unreachable:
+    if result.unreachable or result.rate_limited:
         sys.exit(EXIT_TEMPFAIL)
-    sys.exit(EXIT_TRACKS_FAILED if result.failed or result.account_errors else EXIT_OK)
+    failed = result.failed or result.deferred or result.account_errors
+    sys.exit(EXIT_TRACKS_FAILED if failed else EXIT_OK)
 
 
 @cli.command()

@@ -55,6 +55,7 @@ class SoundCloudConfig(_Section):
     client_secret: str | None = Field(default=None, min_length=1, repr=False)
     client_secret_file: str | None = None
     accounts: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    play_budget: int = Field(default=15_000, ge=1)  # plays (/download, /streams) per 24 h per app
 
     @model_validator(mode="after")
     def _one_secret_source(self) -> SoundCloudConfig:

@@ -4,7 +4,8 @@
 ``sc2s3 run``: the long-running agent that supervisor starts. It serves ``/healthz`` and
 ``/metrics``, runs its startup self-checks until they pass, then mirrors every
 ``poll_interval_s`` seconds. SIGTERM (supervisor's stopsignal) stops it cleanly: no new track
-starts, transfers stop at the next part boundary and abort their multipart upload.
+starts, and transfers park at the next part boundary (parts in flight finish and are recorded in
+the resume state; the next start continues them).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .config import Config
 from .errors import Sc2s3Error
 from .health import HealthServer, HealthState
 from .logs import log
+from .metrics import PLAYS_REMAINING, TRACKS_FAILING
 from .mirror import Mirror
 from .s3 import make_s3_client
 from .soundcloud import SoundCloudClient
@@ -50,7 +52,11 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
                 started = datetime.now(UTC).isoformat(timespec="seconds")
                 summary = {"started_at": started, **mirror.run_cycle().summary(),
                            "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
-                state.set_cycle(summary)
+                budget = soundcloud.budget.snapshot()
+                failing = len(mirror.failures.snapshot())
+                state.set_cycle(summary, failing_tracks=failing, play_budget=budget)
+                TRACKS_FAILING.set(failing)
+                PLAYS_REMAINING.set(budget["remaining"])
                 write_last_cycle(state_dir, summary)
                 stop.wait(config.agent.poll_interval_s)
     finally:

@@ -2,8 +2,9 @@
 ~~~~~~~~~~~~~~~
 
 The health endpoint (contract: DESIGN.md "Health"): ``GET /healthz`` answers 200 with
-``{"status": "ok", "version": ..., "checks": {...}, "last_cycle": {...}}`` only when every startup
-check passed and the last cycle did not fail outright, 503 with the same shape otherwise;
+``{"status": "ok", "version": ..., "degraded": bool, "failing_tracks": n, "play_budget": {...},
+"checks": {...}, "last_cycle": {...}}`` only when every startup check passed and the last cycle did
+not fail outright, 503 with the same shape otherwise;
 ``GET /metrics`` answers Prometheus text.
 """
 
@@ -28,14 +29,19 @@ class HealthState:
         self.required = required
         self.checks: dict[str, str] = {}
         self.last_cycle: dict | None = None
+        self.failing_tracks = 0
+        self.play_budget: dict | None = None
 
     def set_check(self, name: str, outcome: str) -> None:
         with self._lock:
             self.checks[name] = outcome
 
-    def set_cycle(self, summary: dict) -> None:
+    def set_cycle(self, summary: dict, failing_tracks: int = 0,
+                  play_budget: dict | None = None) -> None:
+        """After a cycle: its summary, how many tracks keep failing, the play budget snapshot."""
         with self._lock:
             self.last_cycle = summary
+            self.failing_tracks, self.play_budget = failing_tracks, play_budget
 
     def snapshot(self) -> tuple[bool, dict]:
         with self._lock:
@@ -44,7 +50,13 @@ class HealthState:
             healthy = checks_ok and cycle_ok
             failing = any(v != "ok" for v in self.checks.values())
             status = "ok" if healthy else ("unhealthy" if failing or not cycle_ok else "starting")
+            # Degraded is still healthy (200): failing tracks or a spent play budget are the
+            # archive's problem to report, not a reason for a rollout to roll back.
+            blocked = bool(self.play_budget and self.play_budget.get("blocked_until"))
             return healthy, {"status": status, "version": __version__,
+                             "degraded": self.failing_tracks > 0 or blocked,
+                             "failing_tracks": self.failing_tracks,
+                             "play_budget": self.play_budget,
                              "checks": dict(self.checks), "last_cycle": self.last_cycle}
 
 

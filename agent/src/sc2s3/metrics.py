@@ -21,3 +21,8 @@ CYCLE_SECONDS = Histogram("sc2s3_cycle_duration_seconds", "Duration of a mirror 
 LAST_CYCLE_SUCCESS = Gauge("sc2s3_last_cycle_success_timestamp_seconds",
                            "Unix time of the last cycle that finished without failures.",
                            registry=REGISTRY)
+TRACKS_FAILING = Gauge("sc2s3_tracks_failing",
+                       "Tracks whose last cycle failed; retried with a growing delay.",
+                       registry=REGISTRY)
+PLAYS_REMAINING = Gauge("sc2s3_play_budget_remaining",
+                        "Plays (/download, /streams) left in the 24 h budget.", registry=REGISTRY)

@@ -13,12 +13,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from .archive import Catalog, CatalogStore, Layout, Revision, TrackEntry, utc_now
 from .config import Config
 from .errors import IntegrityError, Sc2s3Error, TemporaryError
+from .failures import FailureLedger
 from .logs import log
 from .metrics import (
     BYTES_UPLOADED,
@@ -29,9 +31,11 @@ from .metrics import (
     TRACKS_MIRRORED,
 )
 from .progress import Reporter
+from .ratelimit import RateLimited
 from .resume import ResumeStore, UploadState, abort_upload, list_uploads, reconcile
 from .soundcloud import TRACK_URN, SoundCloudClient, Track, User
 from .sources import extension_for, open_source
+from .status import FAILURES_FILE
 from .transfer import AlreadyArchived, PartSlots, StreamingUpload, UploadResult
 from .verify import read_object_digest
 
@@ -41,6 +45,18 @@ TRACK_RETRY_INITIAL_S = 2.0
 TRACK_RETRY_MAX_S = 30.0
 
 
+_backoff = wait_exponential_jitter(initial=TRACK_RETRY_INITIAL_S, max=TRACK_RETRY_MAX_S)
+
+
+def _wait_backoff_or_rate_limit(retry_state) -> float:
+    """Exponential backoff with jitter, but never less than a 429 asked for."""
+    wait = _backoff(retry_state)
+    error = retry_state.outcome.exception() if retry_state.outcome else None
+    if isinstance(error, RateLimited):
+        wait = max(wait, error.until - time.time())
+    return wait
+
+
 @dataclass
 class CycleResult:
     """Counts of one pass over the accounts; ``bytes`` is audio bytes uploaded."""
@@ -48,6 +64,8 @@ class CycleResult:
     mirrored: int = 0
     skipped: int = 0
     failed: int = 0
+    deferred: int = 0        # not started: still waiting after earlier failures
+    rate_limited: int = 0    # not started or not finished: play budget spent or HTTP 429
     bytes: int = 0
     planned: list[str] = field(default_factory=list)    # dry run: track URNs that would be mirrored
     account_errors: list[str] = field(default_factory=list)
@@ -67,7 +85,8 @@ class CycleResult:
 
     def summary(self) -> dict:
         return {"result": self.result, "mirrored": self.mirrored, "skipped": self.skipped,
-                "failed": self.failed, "bytes": self.bytes,
+                "failed": self.failed, "deferred": self.deferred,
+                "rate_limited": self.rate_limited, "bytes": self.bytes,
                 "account_errors": self.account_errors, "unreachable": self.unreachable}
 
 
@@ -86,6 +105,8 @@ class Mirror:
         self.layout = Layout(config.s3.prefix)
         self.store = CatalogStore(s3, config.s3.bucket, self.layout)
         self.resume = ResumeStore(s3, config.s3.bucket, config.s3.prefix)
+        self.failures = FailureLedger(Path(config.agent.state_dir) / FAILURES_FILE,
+                                      base_delay_s=config.agent.poll_interval_s)
         concurrency = config.agent.concurrency
         # Two part buffers per track in flight: one being filled while the other uploads.
         self.slots = PartSlots(2 * concurrency)
@@ -132,8 +153,9 @@ class Mirror:
         catalog = self.store.load(user.urn)
         catalog.permalink, catalog.username = user.permalink, user.username
         tracks = list(self.soundcloud.iter_tracks(user.urn))
-        todo = [t for t in tracks if not self._archived(catalog, t)]
-        result.add(skipped=len(tracks) - len(todo))
+        missing = [t for t in tracks if not self._archived(catalog, t)]
+        todo = [t for t in missing if self.failures.due(t.urn)]
+        result.add(skipped=len(tracks) - len(missing), deferred=len(missing) - len(todo))
         log.info("account listed", account=account, user_urn=user.urn, tracks=len(tracks),
                  to_mirror=len(todo))
         if dry_run:
@@ -166,13 +188,18 @@ class Mirror:
                              result: CycleResult) -> None:
         if self.stop.is_set():
             return
+        if not self.soundcloud.budget.can_start():
+            result.add(rate_limited=1)
+            log.info("track deferred: the play budget is (nearly) spent", track_urn=track.urn,
+                     **self.soundcloud.budget.snapshot())
+            return
         TRACKS_IN_FLIGHT.inc()
         try:
             # A temporary failure parks the upload; the next attempt resumes it from S3.
             retrying = Retrying(
                 retry=retry_if_exception(self._worth_retrying), reraise=True,
                 stop=stop_after_attempt(TRACK_ATTEMPTS),
-                wait=wait_exponential_jitter(initial=TRACK_RETRY_INITIAL_S, max=TRACK_RETRY_MAX_S),
+                wait=_wait_backoff_or_rate_limit,
                 sleep=self.stop.wait,
                 before_sleep=lambda state: log.warning(
                     "track attempt failed; retrying", track_urn=track.urn,
@@ -180,15 +207,23 @@ class Mirror:
             revision = retrying(self._mirror_track, user, catalog, track)
             result.add(mirrored=1, bytes=revision.size)
             TRACKS_MIRRORED.labels(source=revision.source).inc()
+            self.failures.succeeded(track.urn)
+        except RateLimited as exc:  # not the track's fault: it starts again after the reset
+            result.add(rate_limited=1)
+            log.warning("track deferred by a rate limit", track_urn=track.urn, error=str(exc))
         except Exception as exc:  # one track's failure must not stop the others
             TRACKS_FAILED.inc()
             result.add(failed=1)
+            if not self.stop.is_set():
+                self.failures.failed(track.urn, f"{type(exc).__name__}: {exc}")
             log.error("track failed", track_urn=track.urn, error=str(exc),
                       error_type=type(exc).__name__, exc_info=not isinstance(exc, Sc2s3Error))
         finally:
             TRACKS_IN_FLIGHT.dec()
 
     def _worth_retrying(self, exc: BaseException) -> bool:
+        if isinstance(exc, RateLimited):
+            return exc.until - time.time() <= TRACK_RETRY_MAX_S and not self.stop.is_set()
         return isinstance(exc, TemporaryError) and not self.stop.is_set()
 
     def _parked_upload(self, user: User, track: Track, number: int) -> UploadState | None:

@@ -15,6 +15,7 @@ developers.soundcloud.com and github.com/soundcloud/api ``openapi/api.yaml``).
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -32,6 +33,7 @@ from urllib3.util.retry import Retry
 from .config import SoundCloudConfig
 from .errors import TemporaryError, UpstreamError
 from .logs import log
+from .ratelimit import PlayBudget, RateLimited, retry_at
 from .state import write_atomic
 
 USER_URN = re.compile(r"^soundcloud:users:[0-9]+$")
@@ -39,7 +41,8 @@ TRACK_URN = re.compile(r"^soundcloud:tracks:[0-9]+$")
 PAGE_LIMIT = 200  # the API's maximum page size
 TOKEN_RENEW_MARGIN_S = 300
 CONNECT_TIMEOUT_S = 10
-READ_TIMEOUT_S = 60
+# Seconds without a byte before a download counts as stalled (it is then resumed).
+READ_TIMEOUT_S = float(os.environ.get("SC2S3_READ_TIMEOUT_S", "60"))
 HLS_PRESETS = ("hls_aac_160_url", "hls_aac_96_url", "hls_mp3_128_url")
 
 
@@ -85,16 +88,22 @@ class _Token:
         return now < self.expires_at - TOKEN_RENEW_MARGIN_S
 
 
+class _Retry(Retry):
+    # urllib3 would also retry a 429 that has Retry-After, ignoring the body's later reset_time.
+    RETRY_AFTER_STATUS_CODES = frozenset({503})
+
+
 def _retrying_session() -> requests.Session:
     # urllib3 retries idempotent requests on 5xx and honours Retry-After; 401 and 403 are handled
-    # by the caller because they need a new token or a new signed URL, not the same request again.
-    retry = Retry(
+    # by the caller because they need a new token or a new signed URL, not the same request again,
+    # and 429 because its wait (reset_time) can be hours: it blocks new plays instead.
+    retry = _Retry(
         total=5,
         connect=5,
         read=3,
         backoff_factor=1.0,
         backoff_jitter=0.5,
-        status_forcelist=(429, 500, 502, 503, 504),
+        status_forcelist=(500, 502, 503, 504),  # 429s are the play budget's (ratelimit.py)
         allowed_methods=frozenset({"GET", "HEAD"}),
         respect_retry_after_header=True,
         raise_on_status=False,
@@ -118,6 +127,9 @@ class SoundCloudClient:
     def __init__(self, config: SoundCloudConfig, state_dir: Path | None = None):
         self.config = config
         self.session = _retrying_session()
+        # Near the budget (its last 1 %) no new track starts; tracks in flight may still resume.
+        self.budget = PlayBudget(config.play_budget, path=state_dir / "plays.json"
+                                 if state_dir else None, headroom=config.play_budget // 100)
         self._token_file = state_dir / "token.json" if state_dir else None
         self._token: _Token | None = None
         self._token_lock = threading.Lock()
@@ -165,6 +177,8 @@ class SoundCloudClient:
         if response.status_code in (401, 403):
             raise UpstreamError(f"SoundCloud refused the client credentials (HTTP "
                                 f"{response.status_code}); check soundcloud.client_id and the secret")
+        if response.status_code == 429:
+            raise RateLimited("SoundCloud token endpoint answered HTTP 429", retry_at(response))
         if response.status_code != 200:
             raise TemporaryError(f"SoundCloud token endpoint answered HTTP {response.status_code}")
         body = _json(response)
@@ -192,12 +206,16 @@ class SoundCloudClient:
 
     # -- API calls -----------------------------------------------------------------------------
 
-    def get(self, url: str, **kwargs) -> requests.Response:
+    def get(self, url: str, play: bool = False, **kwargs) -> requests.Response:
         """GET an API URL with the OAuth header; renews the token once on 401.
 
-        :raises TemporaryError: network failure or 5xx/429 after retries.
+        :param play: the request counts against the play budget (``/download``, ``/streams``).
+        :raises RateLimited: HTTP 429 (new plays are blocked until its reset), or no budget left.
+        :raises TemporaryError: network failure or 5xx after retries.
         :raises UpstreamError: any other non-2xx/3xx answer.
         """
+        if play:
+            self.budget.spend()
         for attempt in (1, 2):
             token = self.access_token()
             headers = {"Authorization": f"OAuth {token}", "Accept": "application/json"}
@@ -210,7 +228,11 @@ class SoundCloudClient:
                 self.invalidate_token(token)
                 continue
             break
-        if response.status_code in (429,) or response.status_code >= 500:
+        if response.status_code == 429:
+            until = retry_at(response)
+            self.budget.block_until(until)
+            raise RateLimited(f"SoundCloud answered HTTP 429 for {_scrub(url)}", until)
+        if response.status_code >= 500:
             raise TemporaryError(f"SoundCloud answered HTTP {response.status_code} for {_scrub(url)}")
         if response.status_code >= 400:
             raise UpstreamError(f"SoundCloud answered HTTP {response.status_code} for {_scrub(url)}")
@@ -246,7 +268,7 @@ class SoundCloudClient:
     def signed_download_url(self, track: Track) -> str:
         """Follow ``/tracks/{urn}/download`` to its short-lived signed CDN URL (not followed)."""
         url = track.download_url or f"{self.config.api_url}/tracks/{track.urn}/download"
-        response = self.get(url, allow_redirects=False)
+        response = self.get(url, play=True, allow_redirects=False)
         location = response.headers.get("Location")
         if response.status_code not in (301, 302, 303, 307, 308) or not location:
             raise UpstreamError(f"download of {track.urn} did not redirect to the CDN")
@@ -254,7 +276,7 @@ class SoundCloudClient:
 
     def hls_playlist_url(self, track: Track) -> tuple[str, str]:
         """``(preset, url)`` of the best HLS transcoding from ``/tracks/{urn}/streams``."""
-        streams = _json(self.get(f"{self.config.api_url}/tracks/{track.urn}/streams"))
+        streams = _json(self.get(f"{self.config.api_url}/tracks/{track.urn}/streams", play=True))
         for field in HLS_PRESETS:
             url = streams.get(field) if isinstance(streams, dict) else None
             if isinstance(url, str) and url.startswith(("http://", "https://")):

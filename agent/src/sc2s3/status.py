@@ -16,13 +16,19 @@ from rich.table import Table
 from . import __version__
 from .archive import CatalogStore, Layout
 from .config import Config
+from .failures import load_failures
+from .ratelimit import PlayBudget
 from .state import write_atomic
+
+FAILURES_FILE = "failures.json"
 
 LAST_CYCLE_FILE = "last_cycle.json"
 
 
 def collect_status(config: Config, s3) -> dict:
-    """``{"version", "bucket", "prefix", "accounts": [...], "last_cycle": {...} | None}``."""
+    """``{"version", "bucket", "prefix", "accounts": [...], "last_cycle": {...} | None,
+    "failing_tracks": {urn: {...}}, "play_budget": {...}}`` (the last three from this host's
+    state_dir)."""
     store = CatalogStore(s3, config.s3.bucket, Layout(config.s3.prefix))
     accounts = []
     for user_urn in store.list_user_urns():
@@ -37,8 +43,12 @@ def collect_status(config: Config, s3) -> dict:
             "deleted_upstream": sum(1 for e in catalog.tracks.values() if e.deleted_upstream_at),
             "updated_at": catalog.updated_at,
         })
+    state_dir = Path(config.agent.state_dir)
+    budget = PlayBudget(config.soundcloud.play_budget, path=state_dir / "plays.json")
     return {"version": __version__, "bucket": config.s3.bucket, "prefix": config.s3.prefix,
-            "accounts": accounts, "last_cycle": read_last_cycle(Path(config.agent.state_dir))}
+            "accounts": accounts, "last_cycle": read_last_cycle(state_dir),
+            "failing_tracks": load_failures(state_dir / FAILURES_FILE),
+            "play_budget": budget.snapshot()}
 
 
 def read_last_cycle(state_dir: Path) -> dict | None:
@@ -67,3 +77,10 @@ def print_status(status: dict, console: Console | None = None) -> None:
     console.print(table)
     cycle = status["last_cycle"]
     console.print("last cycle: " + (json.dumps(cycle) if cycle else "none recorded on this host"))
+    budget = status["play_budget"]
+    console.print(f"play budget: {budget['used']} of {budget['limit']} used in the last "
+                  f"{budget['window_s'] / 3600:.0f} h" + (
+                      f"; blocked by SoundCloud until {budget['blocked_until']:.0f} (epoch)"
+                      if budget["blocked_until"] else ""))
+    for urn, failure in status["failing_tracks"].items():
+        console.print(f"failing: {urn} ({failure['failures']} cycles): {failure['last_error']}")

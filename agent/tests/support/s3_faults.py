@@ -1,0 +1,117 @@
+"""A fault-injecting HTTP proxy in front of the real S3 server (SeaweedFS).
+
+Requests pass through unchanged (the Host header too, so SigV4 signatures stay valid) unless an
+armed fault matches: then the proxy answers an S3 error itself, e.g. ``503 SlowDown`` for the
+N-th UploadPart. Listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+ERROR_BODY = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>"
+              "<Message>injected by the test proxy</Message></Error>")
+
+
+@dataclass
+class S3Fault:
+    """Answer ``status``/``code`` to requests whose method is ``method`` and whose query contains
+    ``query`` (``partNumber`` = UploadPart, ``uploads`` = CreateMultipartUpload), after letting
+    ``skip`` of them through, ``times`` times."""
+
+    method: str
+    query: str
+    status: int = 503
+    code: str = "SlowDown"
+    skip: int = 0
+    times: int = 1
+    fired: int = 0
+
+
+class S3FaultProxy:
+    """``with S3FaultProxy(upstream_url) as proxy: proxy.endpoint_url``; arm faults with
+    :meth:`add`. ``requests`` counts the requests forwarded or answered."""
+
+    def __init__(self, upstream_url: str):
+        upstream = urlsplit(upstream_url)
+        self.upstream = (upstream.hostname, upstream.port)
+        self.faults: list[S3Fault] = []
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self.endpoint_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def add(self, fault: S3Fault) -> S3Fault:
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def _take(self, method: str, query: str) -> S3Fault | None:
+        with self._lock:
+            self.requests += 1
+            for fault in self.faults:
+                if fault.method != method or fault.query not in query or fault.fired >= fault.times:
+                    continue
+                if fault.skip:
+                    fault.skip -= 1
+                    continue
+                fault.fired += 1
+                return fault
+        return None
+
+    def _handler(self):
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                fault = proxy._take(self.command, urlsplit(self.path).query)
+                if fault is not None:
+                    data = ERROR_BODY.format(code=fault.code).encode()
+                    self.send_response(fault.status)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                conn = http.client.HTTPConnection(*proxy.upstream, timeout=120)
+                try:
+                    conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+                    answer = conn.getresponse()
+                    data = answer.read()
+                finally:
+                    conn.close()
+                self.send_response(answer.status)
+                dropped = ("transfer-encoding", "connection") if self.command == "HEAD" else (
+                    "content-length", "transfer-encoding", "connection")
+                for name, value in answer.getheaders():
+                    if name.lower() not in dropped:
+                        self.send_header(name, value)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    def __enter__(self) -> S3FaultProxy:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._server.shutdown()
+        self._server.server_close()
