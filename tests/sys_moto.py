@@ -1,0 +1,98 @@
+"""A private moto_server on a free loopback port, and playbook runs pointed at it.
+
+Each test module starts its own server (about 1 s), so tests that need an empty account never
+share state with the sandbox's moto or with each other. The server is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+from sys_paths import REPO, VENV_BIN
+from sys_playbook import PlaybookRun, run_playbook
+
+# The agent's test support (loopback port helpers) is not an installed package.
+sys.path.insert(0, str(REPO / "agent" / "tests"))
+from support.ports import LOOPBACK, free_loopback_ports, wait_for_listen
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# Debian 12 images (two x86_64 dates, arm64), a Debian 11 one and a look-alike from another
+# owner: the AMI lookup must pick the newest x86_64 Debian 12 image published by Debian.
+DEBIAN_AMIS = FIXTURES / "moto_debian_amis.json"
+NEWEST_DEBIAN_12_AMI = "ami-0d1e2b1200000002"
+REGION = "us-east-1"
+# moto accepts any credentials until IAM enforcement is switched on.
+ADMIN_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+START_TIMEOUT_S = 30
+
+
+@dataclass
+class Moto:
+    """A running moto_server: its URL and process."""
+
+    url: str
+    process: subprocess.Popen
+
+    def client(self, service: str, **credentials: str):
+        """A boto3 client for `service` on this server (admin credentials by default)."""
+        keys = credentials or {
+            "aws_access_key_id": ADMIN_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": ADMIN_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        }
+        return boto3.client(service, endpoint_url=self.url, region_name=REGION, **keys)
+
+    def set_iam_enforcement(self, enforced: bool) -> None:
+        """Make every later request pass moto's IAM check (signature and identity policies)."""
+        answer = requests.post(
+            f"{self.url}/moto-api/reset-auth", data=b"0" if enforced else b"inf", timeout=10
+        )
+        answer.raise_for_status()
+
+    def playbook(self, *args: str, timeout_s: float = 300) -> PlaybookRun:
+        """ansible-playbook ARGS with AWS credentials, modules and the aws_ec2 inventory on moto."""
+        env = {
+            **ADMIN_CREDENTIALS,
+            "AWS_DEFAULT_REGION": REGION,
+            # The aws_ec2 inventory plugin cannot see play variables; it reads AWS_URL.
+            "AWS_URL": self.url,
+        }
+        with pytest.MonkeyPatch.context() as patch:
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE"):
+                patch.delenv(name, raising=False)
+            for name, value in env.items():
+                patch.setenv(name, value)
+            return run_playbook(*args, "-e", f"sc2s3_aws_endpoint_url={self.url}",
+                                timeout_s=timeout_s)
+
+
+@contextmanager
+def moto_server() -> Iterator[Moto]:
+    """Start moto_server on a free loopback port with the Debian AMI fixture; stop it after."""
+    (port,) = free_loopback_ports(1)
+    env = {**os.environ, "MOTO_AMIS_PATH": str(DEBIAN_AMIS)}
+    process = subprocess.Popen(
+        [str(VENV_BIN / "moto_server"), "-H", LOOPBACK, "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_for_listen(port, timeout_s=START_TIMEOUT_S), "moto_server did not start"
+        yield Moto(f"http://{LOOPBACK}:{port}", process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

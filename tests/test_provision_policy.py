@@ -1,0 +1,161 @@
+"""The agents' IAM policy, enforced: requests signed with credentials that carry exactly the
+policy provision.yml attached to the role can do what the agent does, and nothing destructive.
+
+moto_server checks the signature and the identity policy of every request once IAM enforcement
+is on (/moto-api/reset-auth). Its limits, which decide what this test can show: condition
+operators other than StringEquals are not evaluated (the s3:prefix condition on ListBucket is
+checked as a document in test_provision.py instead), HeadBucket is authorized as a
+non-existent s3:HeadBucket action rather than s3:ListBucket, and a bucket policy's conditions
+are ignored, so the TLS-only Deny would refuse every loopback HTTP request: the test reads that
+policy back and removes it before switching enforcement on.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+from sys_moto import moto_server
+
+BUCKET = "sc2s3-policy-test"
+PREFIX = "soundcloud/"
+ROLE = "sc2s3-policycheck-agent"
+POLICY = "sc2s3-archive-writer"
+INPUTS = {
+    "sc2s3_bucket": BUCKET,
+    "sc2s3_fleet": "policycheck",
+    "sc2s3_admin_cidrs": ["198.51.100.0/24"],
+    "sc2s3_instance_count": 1,
+    "sc2s3_object_lock_days": 30,
+}
+TRACK = f"{PREFIX}soundcloud:users:1/soundcloud:tracks:2/r1/audio.mp3"
+FOREIGN = "other-tenant/secret.txt"
+RUN_TIMEOUT_S = 240
+
+
+@pytest.fixture(scope="module")
+def agent_s3():
+    """An S3 client signing as an IAM user holding only the role's inline policy document."""
+    with moto_server() as moto:
+        run = moto.playbook("playbooks/provision.yml", "-i", "localhost,",
+                            "-e", json.dumps(INPUTS), timeout_s=RUN_TIMEOUT_S)
+        if run.rc != 0:
+            pytest.fail(f"provision.yml failed (rc={run.rc}):\n{run.output[-6000:]}")
+        iam, s3 = moto.client("iam"), moto.client("s3")
+        document = iam.get_role_policy(RoleName=ROLE, PolicyName=POLICY)["PolicyDocument"]
+        iam.create_user(UserName="agent")
+        iam.put_user_policy(UserName="agent", PolicyName=POLICY,
+                            PolicyDocument=json.dumps(document))
+        key = iam.create_access_key(UserName="agent")["AccessKey"]
+        assert "aws:SecureTransport" in s3.get_bucket_policy(Bucket=BUCKET)["Policy"]
+        s3.delete_bucket_policy(Bucket=BUCKET)
+        s3.put_object(Bucket=BUCKET, Key=FOREIGN, Body=b"not the agent's")
+        moto.set_iam_enforcement(True)
+        try:
+            yield moto, moto.client("s3", aws_access_key_id=key["AccessKeyId"],
+                                    aws_secret_access_key=key["SecretAccessKey"])
+        finally:
+            moto.set_iam_enforcement(False)
+
+
+def error_code(call) -> str:
+    with pytest.raises(ClientError) as raised:
+        call()
+    return raised.value.response["Error"]["Code"]
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + 60, func_only=True)
+def test_enforcement_is_on(agent_s3):
+    moto, _ = agent_s3
+    stranger = moto.client("s3", aws_access_key_id="AKIAUNKNOWNKEY000000",
+                           aws_secret_access_key="x" * 40)
+    assert error_code(lambda: stranger.list_objects_v2(Bucket=BUCKET)) == "InvalidAccessKeyId"
+
+
+@pytest.mark.timeout(60, func_only=True)
+def test_bucket_was_created_with_object_lock(agent_s3):
+    moto, _ = agent_s3
+    moto.set_iam_enforcement(False)
+    try:
+        lock = moto.client("s3").get_object_lock_configuration(Bucket=BUCKET)[
+            "ObjectLockConfiguration"]
+    finally:
+        moto.set_iam_enforcement(True)
+    assert lock["ObjectLockEnabled"] == "Enabled"
+    retention = lock["Rule"]["DefaultRetention"]
+    assert (retention["Mode"], retention["Days"]) == ("GOVERNANCE", 30), retention
+
+
+@pytest.mark.timeout(60, func_only=True)
+def test_agent_can_mirror_under_its_prefix(agent_s3):
+    _, s3 = agent_s3
+    # A track as the agent writes it: multipart with per-part SHA-256, listed, completed.
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key=TRACK, ChecksumAlgorithm="SHA256",
+                                        Metadata={"sc-urn": "soundcloud:tracks:2"})["UploadId"]
+    part = s3.upload_part(Bucket=BUCKET, Key=TRACK, UploadId=upload, PartNumber=1,
+                          Body=b"\x00" * 1024, ChecksumAlgorithm="SHA256")
+    assert [p["PartNumber"] for p in s3.list_parts(
+        Bucket=BUCKET, Key=TRACK, UploadId=upload)["Parts"]] == [1]
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(
+        Bucket=BUCKET, Prefix=PREFIX).get("Uploads", [])] == [upload]
+    done = s3.complete_multipart_upload(
+        Bucket=BUCKET, Key=TRACK, UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"],
+                                    "ChecksumSHA256": part["ChecksumSHA256"]}]})
+    # Catalog and state objects: single PUTs under the prefix.
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}soundcloud:users:1/catalog.json", Body=b"{}",
+                  ChecksumAlgorithm="SHA256")
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}state/host-1.json", Body=b"{}",
+                  ChecksumAlgorithm="SHA256")
+    # Read back for verify/restore, by key and by version.
+    assert s3.head_object(Bucket=BUCKET, Key=TRACK)["VersionId"] == done["VersionId"]
+    assert s3.get_object(Bucket=BUCKET, Key=TRACK, VersionId=done["VersionId"])[
+        "Body"].read() == b"\x00" * 1024
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX, Delimiter="/")
+    assert [p["Prefix"] for p in listed["CommonPrefixes"]] == [
+        f"{PREFIX}soundcloud:users:1/", f"{PREFIX}state/"]
+    # A failed stream is aborted by the agent itself.
+    second = s3.create_multipart_upload(Bucket=BUCKET, Key=f"{PREFIX}x/audio.mp3")["UploadId"]
+    s3.abort_multipart_upload(Bucket=BUCKET, Key=f"{PREFIX}x/audio.mp3", UploadId=second)
+
+
+DENIED = {
+    "DeleteObject": lambda s3, version: s3.delete_object(Bucket=BUCKET, Key=TRACK),
+    "DeleteObjectVersion": lambda s3, version: s3.delete_object(
+        Bucket=BUCKET, Key=TRACK, VersionId=version),
+    "PutBucketPolicy": lambda s3, version: s3.put_bucket_policy(
+        Bucket=BUCKET, Policy=json.dumps({"Version": "2012-10-17", "Statement": []})),
+    "PutBucketLifecycleConfiguration": lambda s3, version: (
+        s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [
+            {"ID": "wipe", "Status": "Enabled", "Filter": {"Prefix": ""},
+             "Expiration": {"Days": 1}}]})),
+    "PutBucketVersioning": lambda s3, version: s3.put_bucket_versioning(
+        Bucket=BUCKET, VersioningConfiguration={"Status": "Suspended"}),
+    "DeleteBucket": lambda s3, version: s3.delete_bucket(Bucket=BUCKET),
+    "PutObject outside the prefix": lambda s3, version: s3.put_object(
+        Bucket=BUCKET, Key="elsewhere/x", Body=b"x", ChecksumAlgorithm="SHA256"),
+    "GetObject outside the prefix": lambda s3, version: s3.get_object(
+        Bucket=BUCKET, Key=FOREIGN),
+}
+
+
+@pytest.mark.timeout(60, func_only=True)
+@pytest.mark.parametrize("operation", sorted(DENIED))
+def test_agent_cannot_destroy_or_reconfigure(agent_s3, operation):
+    _, s3 = agent_s3
+    s3.put_object(Bucket=BUCKET, Key=TRACK, Body=b"archived", ChecksumAlgorithm="SHA256")
+    version = s3.head_object(Bucket=BUCKET, Key=TRACK)["VersionId"]
+    assert error_code(lambda: DENIED[operation](s3, version)) == "AccessDenied"
+    assert s3.get_object(Bucket=BUCKET, Key=TRACK, VersionId=version)["Body"].read() == (
+        b"archived")
+
+
+@pytest.mark.timeout(60, func_only=True)
+def test_agent_cannot_batch_delete(agent_s3):
+    _, s3 = agent_s3
+    s3.put_object(Bucket=BUCKET, Key=TRACK, Body=b"archived", ChecksumAlgorithm="SHA256")
+    answer = s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": TRACK}]})
+    assert [(e["Key"], e["Code"]) for e in answer["Errors"]] == [(TRACK, "AccessDenied")]
+    assert answer.get("Deleted", []) == []
+    assert s3.get_object(Bucket=BUCKET, Key=TRACK)["Body"].read() == b"archived"
