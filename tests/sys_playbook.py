@@ -40,7 +40,12 @@ class PlaybookRun:
 
 def run_playbook(*args: str, timeout_s: float = 600) -> PlaybookRun:
     """Run `ansible-playbook ARGS...` in the repository root (so ansible.cfg applies)."""
+    # The provision play only ever talks to moto here (the sandbox's or a test's own), which takes
+    # any credentials; callers that need particular ones set them in the environment first.
+    moto_defaults = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                     "AWS_DEFAULT_REGION": "us-east-1"}
     env = {
+        **moto_defaults,
         **os.environ,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
