@@ -11,6 +11,8 @@ no title or API field can steer a key outside the prefix::
     {prefix}{user_urn}/user.json                               the user's API JSON
     {prefix}{user_urn}/{track_urn}/r{n}/audio.{ext}            revision n of the track's audio
     {prefix}{user_urn}/{track_urn}/r{n}/track.json             the track's API JSON at revision n
+    {prefix}{user_urn}/{track_urn}/metadata/m{k}.json          the track's JSON after edit k
+    {prefix}state/uploads/{track_urn}.json                     resume state (sc2s3.resume)
 
 Audio objects carry user metadata ``sc-urn``, ``sc-source``, ``sc-part-size`` (bytes per part, to
 recompute the COMPOSITE checksum) and ``sc-sha256`` is kept in the catalog.
@@ -18,6 +20,7 @@ recompute the COMPOSITE checksum) and ``sc-sha256`` is kept in the catalog.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from datetime import UTC, datetime
@@ -39,6 +42,8 @@ Tracks of SoundCloud accounts, mirrored by sc2s3. Layout under this prefix:
   <user_urn>/user.json                        the account as the SoundCloud API described it
   <user_urn>/<track_urn>/r<n>/audio.<ext>     revision n of the track's audio
   <user_urn>/<track_urn>/r<n>/track.json      the track's API JSON when revision n was archived
+  <user_urn>/<track_urn>/metadata/m<k>.json   the track's API JSON after its k-th metadata edit
+  state/uploads/<track_urn>.json              progress of an upload in flight (not an archive)
 
 Each audio object carries user metadata sc-urn (track URN), sc-source ("original" or the HLS
 preset it was assembled from, e.g. hls_aac_160) and sc-part-size (bytes per multipart part).
@@ -49,9 +54,32 @@ Verify:   aws s3 cp s3://BUCKET/KEY - | sha256sum     (compare with the catalog'
           aws s3api head-object --bucket BUCKET --key KEY --checksum-mode ENABLED
 Restore:  aws s3 cp s3://BUCKET/KEY ./file   (or: sc2s3 restore --account A --to DIR)
 
-Nothing here is ever deleted or overwritten by sc2s3: tracks deleted upstream are marked
-"deleted_upstream_at" in the catalog, and a changed upstream file becomes a new revision.
+No audio or track JSON is ever deleted or overwritten by sc2s3 (only catalog.json, user.json
+and state/ are rewritten as they change): tracks deleted upstream are marked
+"deleted_upstream_at" in the catalog, a changed upstream file becomes a new revision r<n+1>,
+and an edit of a track's title or description a new metadata/m<k>.json.
 """
+
+
+# Fields that change with every play or like: not an edit of the track.
+_VOLATILE_SUFFIXES = ("_count",)
+_VOLATILE_FIELDS = {"user_favorite", "user_playback_count", "stream_url", "download_url"}
+
+
+def _without_counters(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _without_counters(v) for k, v in value.items()
+                if k not in _VOLATILE_FIELDS and not k.endswith(_VOLATILE_SUFFIXES)}
+    if isinstance(value, list):
+        return [_without_counters(v) for v in value]
+    return value
+
+
+def metadata_digest(track_json: dict) -> str:
+    """SHA-256 (hex) of a track's API JSON without its counters (at any depth, e.g. the user's
+    ``followers_count``): equal digests, no edit."""
+    stable = _without_counters(track_json)
+    return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
 
 
 def utc_now() -> str:
@@ -91,6 +119,9 @@ class Layout:
     def track_json(self, user_urn: str, track_urn: str, revision: int) -> str:
         return f"{self.revision_dir(user_urn, track_urn, revision)}track.json"
 
+    def metadata(self, user_urn: str, track_urn: str, edit: int) -> str:
+        return f"{self.account_dir(user_urn)}{_checked(track_urn, TRACK_URN)}/metadata/m{edit}.json"
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -111,6 +142,16 @@ class Revision(_Model):
     part_size: int = Field(gt=0)             # bytes per multipart part
     version_id: str | None = None
     archived_at: str
+    cdn_etag: str | None = None              # the original's identity on the CDN, for re-checks
+    cdn_size: int | None = None
+
+
+class MetadataEdit(_Model):
+    """The track's API JSON after an edit upstream (title, description, artwork ...)."""
+
+    key: str
+    sha256: str                              # of the JSON without its counters (metadata_digest)
+    saved_at: str
 
 
 class TrackEntry(_Model):
@@ -118,6 +159,9 @@ class TrackEntry(_Model):
     permalink_url: str | None = None
     revisions: list[Revision] = Field(default_factory=list)
     deleted_upstream_at: str | None = None
+    checked_at: str | None = None            # last re-check of the original against the CDN
+    metadata_sha256: str | None = None       # metadata_digest of the newest stored JSON
+    metadata_edits: list[MetadataEdit] = Field(default_factory=list)
 
     @property
     def latest(self) -> Revision | None:
@@ -142,6 +186,9 @@ class Catalog(_Model):
             mine.revisions.extend(r for r in theirs.revisions if r.key not in known)
             mine.revisions.sort(key=lambda r: r.revision)
             mine.deleted_upstream_at = mine.deleted_upstream_at or theirs.deleted_upstream_at
+            edits = {edit.key for edit in mine.metadata_edits}
+            mine.metadata_edits.extend(e for e in theirs.metadata_edits if e.key not in edits)
+            mine.checked_at = max(filter(None, (mine.checked_at, theirs.checked_at)), default=None)
 
 
 class CatalogStore:
@@ -214,6 +261,14 @@ class CatalogStore:
         """Store ``data`` as JSON at ``key`` (never replacing an existing object unless ``overwrite``)."""
         body = json.dumps(data, indent=1, ensure_ascii=False).encode()
         self._put(key, body, "application/json", overwrite=overwrite)
+
+    def get_json(self, key: str) -> object:
+        """The JSON object at ``key``. :raises TemporaryError: unreadable or S3 unreachable."""
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return json.loads(body)
+        except (ClientError, BotoCoreError, ValueError) as exc:
+            raise TemporaryError(f"cannot read {key}: {exc}") from exc
 
     def ensure_readme(self) -> None:
         """Write the archive's README.txt once (it explains the layout to a person with the AWS CLI)."""

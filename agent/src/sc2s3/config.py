@@ -97,6 +97,9 @@ class AgentConfig(_Section):
     concurrency: int = Field(default=4, ge=1)
     part_size_mib: int = Field(default=16, ge=5, le=5120)
     health_listen: str = Field(default="127.0.0.1:9464", pattern=r"^[^:\s]+:\d{1,5}$")
+    # How often an archived original is re-checked against the CDN for a replaced upstream file
+    # (one play each; skipped while less than half of the play budget is left). 0: never.
+    recheck_interval_s: float = Field(default=7 * 86_400, ge=0)
 
     @property
     def part_size(self) -> int:

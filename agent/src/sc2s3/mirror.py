@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from .archive import Catalog, CatalogStore, Layout, Revision, TrackEntry, utc_now
+from .archive import Catalog, CatalogStore, Layout, Revision, TrackEntry, metadata_digest, utc_now
 from .config import Config
 from .errors import IntegrityError, Sc2s3Error, TemporaryError
 from .failures import FailureLedger
@@ -37,6 +37,7 @@ from .soundcloud import TRACK_URN, SoundCloudClient, Track, User
 from .sources import extension_for, open_source
 from .status import FAILURES_FILE
 from .transfer import AlreadyArchived, PartSlots, StreamingUpload, UploadResult
+from .upstream import UpstreamChanges
 from .verify import read_object_digest
 
 # Attempts per track within one cycle; each resumes the upload the previous one parked.
@@ -105,6 +106,8 @@ class Mirror:
         self.layout = Layout(config.s3.prefix)
         self.store = CatalogStore(s3, config.s3.bucket, self.layout)
         self.resume = ResumeStore(s3, config.s3.bucket, config.s3.prefix)
+        self.upstream = UpstreamChanges(soundcloud, self.store, self.layout,
+                                        config.agent.recheck_interval_s)
         self.failures = FailureLedger(Path(config.agent.state_dir) / FAILURES_FILE,
                                       base_delay_s=config.agent.poll_interval_s)
         concurrency = config.agent.concurrency
@@ -154,6 +157,10 @@ class Mirror:
         catalog.permalink, catalog.username = user.permalink, user.username
         tracks = list(self.soundcloud.iter_tracks(user.urn))
         missing = [t for t in tracks if not self._archived(catalog, t)]
+        if not dry_run:
+            archived = [t for t in tracks if self._archived(catalog, t)]
+            self.upstream.record_metadata_edits(user, catalog, archived)
+            missing += [t for t in archived if self.upstream.replaced(catalog.tracks[t.urn], t)]
         todo = [t for t in missing if self.failures.due(t.urn)]
         result.add(skipped=len(tracks) - len(missing), deferred=len(missing) - len(todo))
         log.info("account listed", account=account, user_urn=user.urn, tracks=len(tracks),
@@ -299,6 +306,8 @@ class Mirror:
             finally:
                 self.reporter.finish(handle)
             content_type, source_name = upload.content_type, source.source
+            original = source_name == "original"
+            cdn_etag, cdn_size = (source.etag, source.size) if original else (None, None)
         if outcome.sha256 is None:
             outcome = self._read_back(outcome)
         json_key = self.layout.track_json(user.urn, track.urn, number)
@@ -307,11 +316,12 @@ class Mirror:
             revision=number, key=key, json_key=json_key, source=source_name,
             content_type=content_type, size=outcome.size, sha256=outcome.sha256,
             s3_checksum=outcome.s3_checksum, part_size=part_size, version_id=outcome.version_id,
-            archived_at=utc_now())
+            archived_at=utc_now(), cdn_etag=cdn_etag, cdn_size=cdn_size)
         with self._catalog_lock:
             entry = catalog.tracks.setdefault(
                 track.urn, TrackEntry(title=track.title, permalink_url=track.permalink_url))
             entry.revisions.append(revision)
+            entry.metadata_sha256, entry.checked_at = metadata_digest(track.raw), None
             self.store.save(catalog)
         log.info("track archived", track_urn=track.urn, key=key, bytes=outcome.size,
                  source=source_name, sha256=outcome.sha256, resumed=parked is not None)

@@ -274,6 +274,18 @@ class SoundCloudClient:
             raise UpstreamError(f"download of {track.urn} did not redirect to the CDN")
         return requests.compat.urljoin(url, location)
 
+    def cdn_identity(self, track: Track) -> tuple[str | None, int | None]:
+        """``(ETag, Content-Length)`` of the original on the CDN, by HEAD (costs one play)."""
+        url = self.signed_download_url(track)
+        try:
+            response = self.session.head(url, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+        except requests.RequestException as exc:
+            raise TemporaryError(f"CDN unreachable: {exc}") from exc
+        if response.status_code != 200:
+            raise TemporaryError(f"CDN answered HEAD with HTTP {response.status_code}")
+        length = response.headers.get("Content-Length", "")
+        return response.headers.get("ETag"), int(length) if length.isdigit() else None
+
     def hls_playlist_url(self, track: Track) -> tuple[str, str]:
         """``(preset, url)`` of the best HLS transcoding from ``/tracks/{urn}/streams``."""
         streams = _json(self.get(f"{self.config.api_url}/tracks/{track.urn}/streams", play=True))

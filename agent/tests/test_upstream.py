@@ -1,0 +1,101 @@
+"""Upstream changes never destroy the archive: a metadata edit is stored beside the earlier JSON,
+a replaced original becomes revision r2 (r1 stays, byte-identical), re-checks respect the play
+budget, and a track deleted upstream keeps its archive while its parked upload is aborted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import pytest
+from conftest import CLIENT_ID, CLIENT_SECRET
+from soundcloud_sim import Simulator, Track, original_sha256
+from test_resume import _park_one_upload, audio_key, one_track_catalog
+
+MIB = 1024 * 1024
+CATALOG_KEY = "archive/soundcloud:users:7/catalog.json"
+
+
+def read_json(s3, bucket: str, key: str):
+    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def mirror_ok(agent) -> None:
+    finished = agent.run("mirror", "--once")
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-2000:]
+
+
+@pytest.mark.timeout(120)
+def test_metadata_edit_is_stored_as_a_new_json_next_to_the_old(make_agent, s3, bucket):
+    track = Track(id=91, title="Rehearsal (rough)", size=1 * MIB)
+    with Simulator(one_track_catalog(track), client_id=CLIENT_ID,
+                   client_secret=CLIENT_SECRET) as sim:
+        agent = make_agent(sim, accounts=("band-seven",))
+        mirror_ok(agent)
+        track.title, track.description = "Rehearsal (final mix)", "with the horns"
+        mirror_ok(agent)
+        mirror_ok(agent)  # nothing changed since: no new JSON
+    entry = read_json(s3, bucket, CATALOG_KEY)["tracks"]["soundcloud:tracks:91"]
+    assert [e["key"].rsplit("/", 1)[1] for e in entry["metadata_edits"]] == ["m1.json"]
+    edited = read_json(s3, bucket, entry["metadata_edits"][0]["key"])
+    assert edited["title"] == "Rehearsal (final mix)"
+    original = read_json(s3, bucket, entry["revisions"][0]["json_key"])
+    assert original["title"] == "Rehearsal (rough)"
+    assert len(entry["revisions"]) == 1 and entry["title"] == "Rehearsal (final mix)"
+
+
+@pytest.mark.timeout(120)
+def test_replaced_original_becomes_a_new_revision_and_the_old_one_stays(make_agent, s3, bucket):
+    track = Track(id=92, title="take", size=7 * MIB + 1)
+    with Simulator(one_track_catalog(track), client_id=CLIENT_ID,
+                   client_secret=CLIENT_SECRET) as sim:
+        agent = make_agent(sim, accounts=("band-seven",), extra_agent="recheck_interval_s = 1")
+        mirror_ok(agent)
+        first_sha = original_sha256(track)
+        time.sleep(2)
+        mirror_ok(agent)  # re-checked, unchanged: no second revision
+        track.revision += 1
+        time.sleep(2)
+        mirror_ok(agent)
+        new_sha = original_sha256(track)
+    assert first_sha != new_sha
+    entry = read_json(s3, bucket, CATALOG_KEY)["tracks"]["soundcloud:tracks:92"]
+    assert [r["sha256"] for r in entry["revisions"]] == [first_sha, new_sha]
+    for number, sha in ((1, first_sha), (2, new_sha)):
+        body = s3.get_object(Bucket=bucket, Key=audio_key(track, number))["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == sha
+
+
+@pytest.mark.timeout(120)
+def test_rechecks_stop_when_half_the_play_budget_is_spent(make_agent, s3, bucket):
+    track = Track(id=93, title="take", size=1 * MIB)
+    with Simulator(one_track_catalog(track), client_id=CLIENT_ID,
+                   client_secret=CLIENT_SECRET) as sim:
+        agent = make_agent(sim, accounts=("band-seven",), extra_agent="recheck_interval_s = 1",
+                           extra_soundcloud="play_budget = 2")
+        mirror_ok(agent)
+        time.sleep(2)
+        mirror_ok(agent)
+        assert sim.counters["download"] == 1  # 1 of 2 plays left: no re-check
+
+
+@pytest.mark.timeout(180)
+def test_track_deleted_upstream_keeps_its_archive_and_aborts_its_parked_upload(
+        make_agent, s3, bucket):
+    kept = Track(id=94, title="archived", size=1 * MIB)
+    doomed = Track(id=95, title="deleted mid-upload", size=40 * MIB + 3)
+    catalog = one_track_catalog(kept)
+    with Simulator(catalog, client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim:
+        agent = make_agent(sim, accounts=("band-seven",))
+        mirror_ok(agent)
+        catalog.add_track(7, doomed)
+        _park_one_upload(sim, agent, s3, bucket, doomed, 10 * MIB)
+        catalog.remove_track(doomed.id)
+        catalog.remove_track(kept.id)
+        mirror_ok(agent)
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    entry = read_json(s3, bucket, CATALOG_KEY)["tracks"]["soundcloud:tracks:94"]
+    assert entry["deleted_upstream_at"]
+    body = s3.get_object(Bucket=bucket, Key=audio_key(kept))["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == original_sha256(kept)
