@@ -19,6 +19,7 @@ from soundcloud_sim import Catalog, Simulator, Track, User, original_sha256
 MIB = 1024 * 1024
 PART = 5 * MIB
 CONCURRENCY = 2
+SOCKET_BUFFERS = 6 * MIB  # what a loopback socket may hold at a kill: send buffer (4 MiB) + window
 USER_URN = "soundcloud:users:7"
 
 
@@ -97,10 +98,13 @@ def test_sigkill_at_random_points_loses_at_most_the_parts_in_flight(make_agent, 
         assert final.returncode == 0, final.stderr[-3000:]
         downloaded = sim.counters["cdn_bytes"]
     assert_archived_intact(s3, bucket, track)
-    # Each kill may lose the parts being uploaded or read: 2 x concurrency slots, plus one.
-    allowance = done_kills * (2 * CONCURRENCY + 1) * PART
+    # Each kill may lose the parts in memory (CONCURRENCY buffers, being read or uploaded), one
+    # finished out of order behind a gap, and what the kernel held in the loopback socket's
+    # send and receive buffers (the simulator counts bytes as sent when they enter them).
+    allowance = done_kills * ((CONCURRENCY + 1) * PART + SOCKET_BUFFERS)
     assert downloaded <= track.size + allowance, (downloaded, track.size, allowance)
-    print(f"{done_kills} kills: downloaded {downloaded / track.size:.2f} x the track size")
+    print(f"{done_kills} kills: downloaded {downloaded / track.size:.2f} x the track size, "
+          f"{(downloaded - track.size) / done_kills / MIB:.1f} MiB again per kill")
 
 
 def _park_one_upload(sim, agent, s3, bucket, track: Track, after_bytes: int) -> dict:

@@ -36,7 +36,7 @@ from .resume import ResumeStore, UploadState, abort_upload, list_uploads, reconc
 from .soundcloud import TRACK_URN, SoundCloudClient, Track, User
 from .sources import extension_for, open_source
 from .status import FAILURES_FILE
-from .transfer import AlreadyArchived, PartSlots, StreamingUpload, UploadResult
+from .transfer import AlreadyArchived, PartBuffers, StreamingUpload, UploadResult
 from .upstream import UpstreamChanges
 from .verify import read_object_digest
 
@@ -111,8 +111,9 @@ class Mirror:
         self.failures = FailureLedger(Path(config.agent.state_dir) / FAILURES_FILE,
                                       base_delay_s=config.agent.poll_interval_s)
         concurrency = config.agent.concurrency
-        # Two part buffers per track in flight: one being filled while the other uploads.
-        self.slots = PartSlots(2 * concurrency)
+        # One part buffer per track in flight (being filled or being uploaded): peak memory is
+        # about concurrency x part size over the interpreter's own, whatever the file sizes.
+        self.buffers = PartBuffers(concurrency, config.agent.part_size)
         self._parts = ThreadPoolExecutor(2 * concurrency, thread_name_prefix="part")
         self._tracks = ThreadPoolExecutor(concurrency, thread_name_prefix="track")
         self._catalog_lock = threading.Lock()
@@ -291,7 +292,7 @@ class Mirror:
                 self.reporter.advance(handle, amount)
 
             upload = StreamingUpload(
-                self.s3, self.config.s3.bucket, key, part_size=part_size, slots=self.slots,
+                self.s3, self.config.s3.bucket, key, buffers=self.buffers,
                 executor=self._parts, content_type=parked.content_type if parked else
                 source.content_type, on_bytes=uploaded, resume_store=self.resume,
                 identity={"track_urn": track.urn, "source": source.source,

@@ -8,9 +8,10 @@ Otherwise a multipart upload is created and each part is sent with its SHA-256 a
 checksum (S3 API: UploadPart ``ChecksumSHA256``; CompleteMultipartUpload answers the COMPOSITE
 checksum ``base64(sha256(part digests))-N``, which is checked against what was sent).
 
-Memory: a part buffer is held from the moment it is read until its UploadPart returns; a shared
-:class:`PartSlots` semaphore caps how many exist at once, so peak memory is about
-``slots x part_size`` whatever the file size (cf. s3transfer's bounded in-memory upload chunks).
+Memory: a part buffer is held from the moment it is read until its UploadPart returns. Buffers come
+from one process-wide :class:`PartBuffers` pool and go back to it, so the parts in memory never
+exceed ``count x part_size`` whatever the file sizes (cf. s3transfer's bounded in-memory upload
+chunks), and reused buffers leave the allocator nothing to fragment.
 
 The object appears only on CompleteMultipartUpload / PutObject, both sent with ``IfNoneMatch='*'``:
 no partial object is ever visible under an archive key and an archived object is never overwritten.
@@ -56,18 +57,29 @@ class UploadResult:
     version_id: str | None
 
 
-class PartSlots:
-    """A counting semaphore over part buffers shared by every transfer of a process."""
+class PartBuffers:
+    """A pool of at most ``count`` part buffers of ``part_size`` bytes, shared by every transfer
+    of a process; :meth:`acquire` blocks while all of them are in use."""
 
-    def __init__(self, slots: int):
-        self.slots = slots
-        self._semaphore = threading.BoundedSemaphore(slots)
+    def __init__(self, count: int, part_size: int):
+        self.count, self.part_size = count, part_size
+        self._free: list[bytearray] = []
+        self._created = 0
+        self._changed = threading.Condition()
 
-    def acquire(self) -> None:
-        self._semaphore.acquire()
+    def acquire(self) -> bytearray:
+        with self._changed:
+            while not self._free and self._created >= self.count:
+                self._changed.wait()
+            if self._free:
+                return self._free.pop()
+            self._created += 1
+        return bytearray(self.part_size)  # made lazily: a small archive never needs them all
 
-    def release(self) -> None:
-        self._semaphore.release()
+    def release(self, buffer: bytearray) -> None:
+        with self._changed:
+            self._free.append(buffer)
+            self._changed.notify()
 
 
 def b64(digest: bytes) -> str:
@@ -79,24 +91,24 @@ def composite_sha256(part_digests: list[bytes]) -> str:
     return f"{b64(hashlib.sha256(b''.join(part_digests)).digest())}-{len(part_digests)}"
 
 
-READ_CHUNK = 1024 * 1024  # bytes per read into a part buffer: bounds the transient copy
+READ_CHUNK = 1024 * 1024  # bytes per read into a part buffer: bounds urllib3's transient copy
 
 
-def read_part(source: Source, part_size: int) -> bytearray:
-    """Up to ``part_size`` bytes of ``source`` in one buffer, filled in place (no joins)."""
-    buffer = bytearray(part_size)
-    view = memoryview(buffer)
-    filled = 0
-    try:
-        while filled < part_size:
+def read_part(source: Source, buffer: bytearray) -> int:
+    """Fill ``buffer`` from ``source`` in place; returns the byte count (short only at the end)."""
+    with memoryview(buffer) as view:
+        filled = 0
+        while filled < len(buffer):
             count = source.readinto(view[filled:filled + READ_CHUNK])
             if not count:
                 break
             filled += count
-    finally:
-        view.release()
-    del buffer[filled:]
-    return buffer
+    return filled
+
+
+def _body(buffer: bytearray, size: int) -> bytes | bytearray:
+    # A full part goes as is; the short last one is copied to its exact length.
+    return buffer if size == len(buffer) else bytes(memoryview(buffer)[:size])
 
 
 def _s3_error(exc: Exception, what: str) -> Sc2s3Error:
@@ -115,8 +127,8 @@ class StreamingUpload:
     """Uploads one source to ``bucket/key``, resumably; use :meth:`run` once.
 
     :param s3: a boto3 S3 client.
-    :param part_size: bytes per part (5 MiB .. 5 GiB, S3's limits).
-    :param slots: the process-wide :class:`PartSlots`.
+    :param buffers: the process-wide :class:`PartBuffers`; its ``part_size`` is the part size
+        (5 MiB .. 5 GiB, S3's limits).
     :param executor: the pool that runs UploadPart calls.
     :param metadata: S3 user metadata (``sc-urn``, ``sc-source`` ...).
     :param resume_store: where the :class:`~sc2s3.resume.UploadState` is saved after each part
@@ -126,13 +138,13 @@ class StreamingUpload:
     :param should_stop: polled between parts; when true the upload parks (daemon shutdown).
     """
 
-    def __init__(self, s3, bucket: str, key: str, *, part_size: int, slots: PartSlots,
+    def __init__(self, s3, bucket: str, key: str, *, buffers: PartBuffers,
                  executor: ThreadPoolExecutor, metadata: dict[str, str], content_type: str,
                  resume_store: ResumeStore | None = None, identity: dict | None = None,
                  on_bytes: Callable[[int], None] = lambda n: None,
                  should_stop: Callable[[], bool] = lambda: False):
         self.s3, self.bucket, self.key = s3, bucket, key
-        self.part_size, self.slots, self.executor = part_size, slots, executor
+        self.buffers, self.part_size, self.executor = buffers, buffers.part_size, executor
         self.metadata, self.content_type = metadata, content_type
         self.resume_store, self.identity = resume_store, identity or {}
         self.on_bytes, self.should_stop = on_bytes, should_stop
@@ -148,29 +160,33 @@ class StreamingUpload:
         """
         if resume is not None:
             state = resume.model_copy(update={"parts": {p.number: p for p in resume.contiguous()}})
-            return self._multipart(source, state, None, None)
+            return self._multipart(source, state, [], None)
         whole = hashlib.sha256()
-        first = self._read_into_slot(source)
-        whole.update(first)
-        if len(first) < self.part_size:
+        buffer, size = self._read_next(source)
+        if size < self.part_size:
             try:
-                return self._put_single(bytes(first), whole)
+                body = _body(buffer, size)
+                whole.update(body)
+                return self._put_single(body, whole)
             finally:
-                self.slots.release()
+                self.buffers.release(buffer)
         try:
             state = self._create()
         except BaseException:
-            self.slots.release()
+            self.buffers.release(buffer)
             raise
-        return self._multipart(source, state, first, whole)
+        # Handed over in a list so that no frame here keeps the part alive once it is uploaded.
+        handover = [(buffer, size)]
+        del buffer
+        return self._multipart(source, state, handover, whole)
 
-    def _read_into_slot(self, source: Source) -> bytearray:
-        # The slot is held until the part is uploaded (or released here if the read fails).
-        self.slots.acquire()
+    def _read_next(self, source: Source) -> tuple[bytearray, int]:
+        # The buffer is held until its part is uploaded (or given back here if the read fails).
+        buffer = self.buffers.acquire()
         try:
-            return read_part(source, self.part_size)
+            return buffer, read_part(source, buffer)
         except BaseException:
-            self.slots.release()
+            self.buffers.release(buffer)
             raise
 
     def _put_single(self, body: bytes, whole) -> UploadResult:
@@ -205,33 +221,36 @@ class StreamingUpload:
                 raise
         return state
 
-    def _multipart(self, source: Source, state: UploadState, first: bytearray | None,
-                   whole) -> UploadResult:
-        futures: list[Future] = []
+    def _multipart(self, source: Source, state: UploadState,
+                   handover: list[tuple[bytearray, int]], whole) -> UploadResult:
+        tasks: list[tuple[Future, list]] = []
         number = len(state.parts) + 1
         try:
-            body = first if first is not None else self._read_into_slot(source)
-            while body:
-                futures.append(self.executor.submit(self._upload_part, state, number, body))
-                del body  # the part task owns the buffer now; drop our reference early
-                if self.should_stop():
-                    raise TemporaryError(f"{self.key}: stopped before completion")
-                _raise_first_failure(futures)
-                body = self._read_into_slot(source)
-                if not body:
-                    self.slots.release()
+            while True:
+                buffer, size = handover.pop() if handover else self._read_next(source)
+                if not size:
+                    self.buffers.release(buffer)
                     break
                 if whole is not None:
-                    whole.update(body)
+                    with memoryview(buffer) as view:
+                        whole.update(view[:size])
+                # The part task pops the buffer from its list: once uploaded, nothing holds it.
+                holder = [(buffer, size)]
+                del buffer
+                tasks.append((self.executor.submit(self._upload_part, state, number, holder),
+                              holder))
                 number += 1
-            for future in futures:
+                if self.should_stop():
+                    raise TemporaryError(f"{self.key}: stopped before completion")
+                _raise_first_failure([future for future, _ in tasks])
+            for future, _ in tasks:
                 future.result()
             return self._complete(state, whole)
         except BaseException as exc:
-            for future in futures:
+            for future, holder in tasks:
                 if future.cancel():
-                    self.slots.release()  # its part task will never run to release it
-            for future in futures:
+                    self.buffers.release(holder.pop()[0])  # its task will never run to do it
+            for future, _ in tasks:
                 if not future.cancelled():
                     future.exception()  # wait: parts in flight finish (and are recorded) first
             error = _s3_error(exc, f"multipart upload {self.key}") \
@@ -245,16 +264,18 @@ class StreamingUpload:
                 raise
             raise error from exc
 
-    def _upload_part(self, state: UploadState, number: int, body: bytearray) -> None:
+    def _upload_part(self, state: UploadState, number: int,
+                     holder: list[tuple[bytearray, int]]) -> None:
+        buffer, size = holder.pop()
         try:
+            body = _body(buffer, size)
             checksum = b64(hashlib.sha256(body).digest())
             answer = self.s3.upload_part(
                 Bucket=self.bucket, Key=self.key, UploadId=state.upload_id, PartNumber=number,
                 Body=body, ChecksumSHA256=checksum)
-            size = len(body)
         finally:
-            del body
-            self.slots.release()
+            body = None
+            self.buffers.release(buffer)
         with self._state_lock:
             state.parts[number] = PartRecord(number=number, size=size, etag=answer["ETag"],
                                              sha256=checksum)
