@@ -94,14 +94,17 @@ def composite_sha256(part_digests: list[bytes]) -> str:
 READ_CHUNK = 1024 * 1024  # bytes per read into a part buffer: bounds urllib3's transient copy
 
 
-def read_part(source: Source, buffer: bytearray) -> int:
-    """Fill ``buffer`` from ``source`` in place; returns the byte count (short only at the end)."""
+def read_part(source: Source, buffer: bytearray, hashes: tuple = ()) -> int:
+    """Fill ``buffer`` from ``source`` in place; returns the byte count (short only at the end).
+    Each of ``hashes`` is updated chunk by chunk, while the bytes are still in the CPU cache."""
     with memoryview(buffer) as view:
         filled = 0
         while filled < len(buffer):
             count = source.readinto(view[filled:filled + READ_CHUNK])
             if not count:
                 break
+            for digest in hashes:
+                digest.update(view[filled:filled + count])
             filled += count
     return filled
 
@@ -162,12 +165,10 @@ class StreamingUpload:
             state = resume.model_copy(update={"parts": {p.number: p for p in resume.contiguous()}})
             return self._multipart(source, state, [], None)
         whole = hashlib.sha256()
-        buffer, size = self._read_next(source)
+        buffer, size, checksum = self._read_next(source, whole)
         if size < self.part_size:
             try:
-                body = _body(buffer, size)
-                whole.update(body)
-                return self._put_single(body, whole)
+                return self._put_single(_body(buffer, size), checksum, whole)
             finally:
                 self.buffers.release(buffer)
         try:
@@ -176,21 +177,23 @@ class StreamingUpload:
             self.buffers.release(buffer)
             raise
         # Handed over in a list so that no frame here keeps the part alive once it is uploaded.
-        handover = [(buffer, size)]
+        handover = [(buffer, size, checksum)]
         del buffer
         return self._multipart(source, state, handover, whole)
 
-    def _read_next(self, source: Source) -> tuple[bytearray, int]:
-        # The buffer is held until its part is uploaded (or given back here if the read fails).
+    def _read_next(self, source: Source, whole) -> tuple[bytearray, int, str]:
+        """A buffer filled with the next part, its size, and its SHA-256 (base64); ``whole`` (if
+        not None) is updated too. The buffer is held until its part is uploaded."""
         buffer = self.buffers.acquire()
+        part = hashlib.sha256()
         try:
-            return buffer, read_part(source, buffer)
+            size = read_part(source, buffer, (part, whole) if whole is not None else (part,))
         except BaseException:
             self.buffers.release(buffer)
             raise
+        return buffer, size, b64(part.digest())
 
-    def _put_single(self, body: bytes, whole) -> UploadResult:
-        checksum = b64(hashlib.sha256(body).digest())
+    def _put_single(self, body: bytes, checksum: str, whole) -> UploadResult:
         try:
             answer = self.s3.put_object(
                 Bucket=self.bucket, Key=self.key, Body=body, ContentType=self.content_type,
@@ -222,20 +225,18 @@ class StreamingUpload:
         return state
 
     def _multipart(self, source: Source, state: UploadState,
-                   handover: list[tuple[bytearray, int]], whole) -> UploadResult:
+                   handover: list[tuple[bytearray, int, str]], whole) -> UploadResult:
         tasks: list[tuple[Future, list]] = []
         number = len(state.parts) + 1
         try:
             while True:
-                buffer, size = handover.pop() if handover else self._read_next(source)
+                buffer, size, checksum = handover.pop() if handover else self._read_next(
+                    source, whole)
                 if not size:
                     self.buffers.release(buffer)
                     break
-                if whole is not None:
-                    with memoryview(buffer) as view:
-                        whole.update(view[:size])
                 # The part task pops the buffer from its list: once uploaded, nothing holds it.
-                holder = [(buffer, size)]
+                holder = [(buffer, size, checksum)]
                 del buffer
                 tasks.append((self.executor.submit(self._upload_part, state, number, holder),
                               holder))
@@ -265,11 +266,10 @@ class StreamingUpload:
             raise error from exc
 
     def _upload_part(self, state: UploadState, number: int,
-                     holder: list[tuple[bytearray, int]]) -> None:
-        buffer, size = holder.pop()
+                     holder: list[tuple[bytearray, int, str]]) -> None:
+        buffer, size, checksum = holder.pop()
         try:
             body = _body(buffer, size)
-            checksum = b64(hashlib.sha256(body).digest())
             answer = self.s3.upload_part(
                 Bucket=self.bucket, Key=self.key, UploadId=state.upload_id, PartNumber=number,
                 Body=body, ChecksumSHA256=checksum)
