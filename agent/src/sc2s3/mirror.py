@@ -8,6 +8,7 @@ flight at once; a track that fails is reported and never blocks the others.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -32,7 +33,7 @@ from .metrics import (
 )
 from .progress import Reporter
 from .ratelimit import RateLimited
-from .resume import ResumeStore, UploadState, abort_upload, list_uploads, reconcile
+from .resume import LeaseHeld, ResumeStore, UploadState, abort_upload, list_uploads, reconcile
 from .soundcloud import TRACK_URN, SoundCloudClient, Track, User
 from .sources import extension_for, open_source
 from .status import FAILURES_FILE
@@ -216,6 +217,9 @@ class Mirror:
             result.add(mirrored=1, bytes=revision.size)
             TRACKS_MIRRORED.labels(source=revision.source).inc()
             self.failures.succeeded(track.urn)
+        except LeaseHeld as exc:  # another host is on it; the next cycle looks again
+            result.add(skipped=1)
+            log.info("track skipped", track_urn=track.urn, reason=str(exc))
         except RateLimited as exc:  # not the track's fault: it starts again after the reset
             result.add(rate_limited=1)
             log.warning("track deferred by a rate limit", track_urn=track.urn, error=str(exc))
@@ -235,8 +239,9 @@ class Mirror:
         return isinstance(exc, TemporaryError) and not self.stop.is_set()
 
     def _parked_upload(self, user: User, track: Track, number: int) -> UploadState | None:
-        """The track's parked multipart upload if it can continue as revision ``number``."""
-        parked = self.resume.load(track.urn)
+        """Take the track's lease; its parked multipart upload if it can continue as revision
+        ``number``. :raises LeaseHeld: another host is uploading the track."""
+        parked = self.resume.acquire(track.urn)
         if parked is not None:
             expected = self.layout.audio(user.urn, track.urn, number,
                                          extension_for(parked.content_type))
@@ -266,13 +271,27 @@ class Mirror:
     def _discard(self, parked: UploadState, why: str) -> None:
         log.info("discarding a parked upload", key=parked.key, reason=why)
         abort_upload(self.s3, self.config.s3.bucket, parked.key, parked.upload_id)
-        self.resume.clear(parked.track_urn, f"discarded: {why}")
+        self.resume.hold(parked.track_urn, f"discarded: {why}")
 
     def _mirror_track(self, user: User, catalog: Catalog, track: Track) -> Revision:
         entry = catalog.tracks.get(track.urn)
         number = len(entry.revisions) + 1 if entry else 1
-        part_size = self.config.agent.part_size
         parked = self._parked_upload(user, track, number)
+        try:
+            revision = self._archive_track(user, catalog, track, number, parked)
+        except BaseException:
+            with contextlib.suppress(TemporaryError):
+                self.resume.release_claim(track.urn)
+            raise
+        try:
+            self.resume.clear(track.urn, "completed")
+        except TemporaryError as exc:  # archived all the same; the lease just expires
+            log.warning("could not clear the track's lease", track_urn=track.urn, error=str(exc))
+        return revision
+
+    def _archive_track(self, user: User, catalog: Catalog, track: Track, number: int,
+                       parked: UploadState | None) -> Revision:
+        part_size = self.config.agent.part_size
         resume = {"resume_at": parked.offset, "etag": parked.cdn_etag,
                   "size": parked.cdn_size} if parked else {}
         with open_source(self.soundcloud, track, **resume) as source:

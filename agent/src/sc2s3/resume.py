@@ -12,20 +12,32 @@ Content-Length), so a resumed download can ask for ``Range: bytes=N-`` with ``If
 upload completes or is abandoned the object is overwritten with a tombstone (the agent has no
 DeleteObject permission). S3 stays the authority on which parts exist: :func:`reconcile` keeps
 only the parts ListParts confirms (S3 API: ListParts, ListMultipartUploads, AbortMultipartUpload).
+
+The same object is the track's *lease*, so hosts mirroring the same account never upload one track
+at once: :meth:`ResumeStore.acquire` takes it with a conditional write (``IfNoneMatch``/``IfMatch``,
+S3 API "Conditional writes"); every save renews it for ``lease_s``; parking releases it. A lease
+left by a killed process expires, and its own host may take it back at once.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import TemporaryError
+from .errors import Sc2s3Error, TemporaryError
 from .logs import log
 from .soundcloud import TRACK_URN
 
 STATE_FORMAT = "sc2s3-upload/1"
+LEASE_S = 600.0  # longer than any pause between two saves (a part, a stall, a retry)
+
+
+class LeaseHeld(Sc2s3Error):
+    """Another host is uploading this track now; try again in a later cycle."""
 
 
 class PartRecord(BaseModel):
@@ -54,6 +66,8 @@ class UploadState(BaseModel):
     cdn_etag: str | None = None
     cdn_size: int | None = None
     parts: dict[int, PartRecord] = Field(default_factory=dict)
+    owner: str | None = None     # the host holding the lease
+    lease_until: float = 0.0     # epoch seconds; 0 once released
 
     def contiguous(self) -> list[PartRecord]:
         """Parts 1..k without a gap, all full-sized: everything before the resume offset."""
@@ -72,44 +86,103 @@ class UploadState(BaseModel):
 
 
 class ResumeStore:
-    """Reads and writes :class:`UploadState` objects under ``{prefix}state/uploads/``."""
+    """Reads and writes :class:`UploadState` objects (and leases) under ``{prefix}state/uploads/``.
 
-    def __init__(self, s3, bucket: str, prefix: str):
+    :param owner: this host's name in leases (default: the hostname).
+    :param lease_s: seconds a lease lasts without a save.
+    """
+
+    def __init__(self, s3, bucket: str, prefix: str, owner: str | None = None,
+                 lease_s: float = LEASE_S):
         self.s3, self.bucket, self.prefix = s3, bucket, prefix
+        self.owner, self.lease_s = owner or socket.gethostname(), lease_s
 
     def key(self, track_urn: str) -> str:
         if not TRACK_URN.match(track_urn):
             raise ValueError(f"not a track URN: {track_urn!r}")
         return f"{self.prefix}state/uploads/{track_urn}.json"
 
+    def acquire(self, track_urn: str) -> UploadState | None:
+        """Take the track's lease; returns its parked upload (None: start a new one).
+
+        :raises LeaseHeld: another host holds a live lease, or took it just now.
+        :raises TemporaryError: S3 unreachable.
+        """
+        data, etag = self._read(track_urn)
+        holder, until = (data or {}).get("owner"), float((data or {}).get("lease_until") or 0)
+        if holder not in (None, self.owner) and until > time.time():
+            raise LeaseHeld(f"{track_urn} is being mirrored by {holder}")
+        parked = _parse(track_urn, data)
+        if parked is not None:
+            parked = parked.model_copy(update=self._lease())
+        body = parked.model_dump_json() if parked else self._claim(track_urn, "claimed")
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=self.key(track_urn), Body=body.encode(),
+                               ContentType="application/json", **condition)
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+                raise LeaseHeld(f"{track_urn} was just taken by another host") from exc
+            raise TemporaryError(f"taking the lease of {track_urn}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise TemporaryError(f"taking the lease of {track_urn}: {exc}") from exc
+        return parked
+
     def load(self, track_urn: str) -> UploadState | None:
         """The parked upload of the track, or None (none, a tombstone, or unreadable).
 
         :raises TemporaryError: S3 unreachable.
         """
+        return _parse(track_urn, self._read(track_urn)[0])
+
+    def _read(self, track_urn: str) -> tuple[dict | None, str | None]:
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=self.key(track_urn))["Body"].read()
+            answer = self.s3.get_object(Bucket=self.bucket, Key=self.key(track_urn))
+            body = answer["Body"].read()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
+                return None, None
             raise TemporaryError(f"reading resume state of {track_urn}: {exc}") from exc
         except BotoCoreError as exc:
             raise TemporaryError(f"reading resume state of {track_urn}: {exc}") from exc
         try:
             data = json.loads(body)
-            if not data.get("upload_id"):
-                return None  # a tombstone
-            return UploadState.model_validate(data)
-        except (ValueError, ValidationError) as exc:
-            log.warning("ignoring unreadable resume state", track_urn=track_urn, error=str(exc))
-            return None
+        except ValueError:
+            data = None
+        return (data if isinstance(data, dict) else {}), answer.get("ETag")
 
     def save(self, state: UploadState) -> None:
-        """:raises TemporaryError: S3 unreachable (the upload parks: its parts stay in S3)."""
+        """Save ``state``, renewing this host's lease.
+
+        :raises TemporaryError: S3 unreachable (the upload parks: its parts stay in S3).
+        """
+        state.owner, state.lease_until = self.owner, time.time() + self.lease_s
         self._put(state.track_urn, state.model_dump_json().encode())
 
+    def release(self, state: UploadState) -> None:
+        """Save ``state`` with the lease given up, so any host may resume it at once."""
+        state.owner, state.lease_until = self.owner, 0.0
+        self._put(state.track_urn, state.model_dump_json().encode())
+
+    def hold(self, track_urn: str, note: str) -> None:
+        """Keep the lease but forget the upload (it was discarded; a new one follows)."""
+        self._put(track_urn, self._claim(track_urn, note).encode())
+
+    def _lease(self) -> dict:
+        return {"owner": self.owner, "lease_until": time.time() + self.lease_s}
+
+    def _claim(self, track_urn: str, note: str) -> str:
+        return json.dumps({"format": STATE_FORMAT, "track_urn": track_urn, "upload_id": None,
+                           "outcome": note, **self._lease()})
+
+    def release_claim(self, track_urn: str) -> None:
+        """After a failure: give up a lease that guards no upload (a parked one stays)."""
+        data, _etag = self._read(track_urn)
+        if data and not data.get("upload_id") and data.get("owner") == self.owner:
+            self.clear(track_urn, "released")
+
     def clear(self, track_urn: str, outcome: str) -> None:
-        """Replace the state by a tombstone saying what became of the upload."""
+        """Replace the state by a tombstone saying what became of the upload (lease released)."""
         self._put(track_urn, json.dumps({"format": STATE_FORMAT, "track_urn": track_urn,
                                          "upload_id": None, "outcome": outcome}).encode())
 
@@ -119,6 +192,16 @@ class ResumeStore:
                                ContentType="application/json")
         except (ClientError, BotoCoreError) as exc:
             raise TemporaryError(f"saving resume state of {track_urn}: {exc}") from exc
+
+
+def _parse(track_urn: str, data: dict | None) -> UploadState | None:
+    if not data or not data.get("upload_id"):
+        return None  # none, a tombstone, or a claim made before the upload was created
+    try:
+        return UploadState.model_validate(data)
+    except ValidationError as exc:
+        log.warning("ignoring unreadable resume state", track_urn=track_urn, error=str(exc))
+        return None
 
 
 def reconcile(s3, bucket: str, state: UploadState) -> UploadState | None:

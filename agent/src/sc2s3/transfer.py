@@ -259,6 +259,7 @@ class StreamingUpload:
             if isinstance(error, TemporaryError) and self.resume_store is not None:
                 log.info("upload parked; it resumes on the next attempt", key=self.key,
                          parts=len(state.contiguous()), resume_at=state.offset, error=str(error))
+                self._release(state)
             else:
                 self._abandon(state, "aborted")
             if error is exc:
@@ -299,6 +300,14 @@ class StreamingUpload:
         return UploadResult(self.key, sum(p.size for p in parts),
                             whole.hexdigest() if whole is not None else None, expected,
                             len(parts), answer.get("VersionId"))
+
+    def _release(self, state: UploadState) -> None:
+        # Any host may resume at once; if S3 is down, the lease simply expires.
+        try:
+            with self._state_lock:
+                self.resume_store.release(state)
+        except TemporaryError as exc:
+            log.warning("could not release the upload's lease", key=self.key, error=str(exc))
 
     def _abandon(self, state: UploadState, outcome: str) -> None:
         abort_upload(self.s3, self.bucket, self.key, state.upload_id)
