@@ -16,6 +16,10 @@ from pathlib import Path
 from sys_paths import REPO
 
 AGENT_SOURCE = REPO / "agent"
+# Versions no real release uses, so a test release is never mistaken for one.
+ROLLOUT_V1 = "90.1.0"
+ROLLOUT_V2 = "90.2.0"
+
 VERSION_LINE = re.compile(r'^__version__\s*=\s*["\'][^"\']+["\']$', re.MULTILINE)
 
 
