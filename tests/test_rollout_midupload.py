@@ -1,8 +1,9 @@
 """A rollout that drains an agent in the middle of a large upload loses nothing.
 
-th1 mirrors one account from a simulator run by this test (127.0.0.1; the test hosts share the
-controller's network): a 64 MiB track in 5 MiB parts, one track at a time. The CDN stalls the
-download part-way, so the upload is still open when the rollout to v2 drains the agent. After the
+th1 runs v1 and mirrors one account from a simulator run by this test (127.0.0.1; the test hosts
+share the controller's network). A 96 MiB track is added upstream, mirrored in 5 MiB parts, and the
+CDN stalls its download half-way, so the upload is still open when the rollout to v2 drains the
+agent (v2 is installed beforehand, so the rollout reaches the drain in about 25 s). After the
 rollout the track must be in the bucket byte-identical, no multipart upload may be left over, and
 only the parts in flight at the drain may have been downloaded twice (the next start resumes the
 parked upload instead of starting over).
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 
 import boto3
 import pytest
-from sys_hosts import ssh_ok
+from sys_hosts import ssh, ssh_ok
 from sys_paths import REPO, SANDBOX_INVENTORY, SANDBOX_VARS
 from sys_playbook import PlaybookRun, rollout_reports, run_playbook
 
@@ -28,25 +29,27 @@ from soundcloud_sim import Catalog, Fault, Simulator, Track, User, original_sha2
 
 MIB = 1 << 20
 HOST = "th1"
-TRACK = Track(id=9001, title="Long Session", size=64 * MIB, content_type="audio/wav")
+USER_ID = 77001
+TRACK = Track(id=9001, title="Long Session", size=96 * MIB, content_type="audio/wav")
 PART_MIB = 5
 CONCURRENCY = 1
 # With one track in flight the agent holds at most 2 part buffers (PartSlots = 2 x concurrency).
 PARTS_IN_FLIGHT = 2 * CONCURRENCY
-# Bytes the simulator has written into the TCP buffers but the agent never read when it stops.
-SOCKET_SLACK = 8 * MIB
+# Bytes the simulator may have written into TCP buffers that the stopping agent never read.
+SOCKET_SLACK = 16 * MIB
 # The stall (mid-part, about half-way) outlasts the time the rollout takes to reach the drain
-# (an installed release: about 30 s) and stays below stopwaitsecs (120 s).
-STALL_AFTER = 33 * MIB
-STALL_S = 75
+# and stays below the agent's read timeout (60 s), so the download itself never fails.
+STALL_AFTER = 49 * MIB
+STALL_S = 45
 PLAY_TIMEOUT_S = 420
 UPLOAD_TIMEOUT_S = 180
 
 
 @pytest.fixture(scope="module")
 def big_sim(sandbox_vars):
-    catalog = Catalog(users=[User(id=77001, permalink="big-band", username="Big Band",
-                                  tracks=[TRACK])])
+    # The track is added only when the test wants the upload to start.
+    catalog = Catalog(users=[User(id=USER_ID, permalink="big-band", username="Big Band",
+                                  tracks=[])])
     with Simulator(catalog, client_id=sandbox_vars["sc2s3_soundcloud_client_id"],
                    client_secret=sandbox_vars["sc2s3_soundcloud_client_secret"]) as sim:
         yield sim
@@ -113,8 +116,9 @@ def test_rollout_mid_upload_loses_nothing(sandbox_vars, agent_releases, big_sim,
     bucket = sandbox_vars["sc2s3_bucket"]
     prefix = f"rollout-midupload-{uuid.uuid4().hex[:8]}/"
     v2 = agent_releases["v2"].version
-    # v2 installed beforehand (the rollout reaches the drain quickly), the agent on v1.
-    rollout(agent_releases, "v2")
+    # v2 installed beforehand (the rollout then reaches the drain quickly), the agent on v1.
+    if ssh(HOST, f"test -f /opt/sc2s3/releases/{v2}/.sc2s3-release-complete").returncode != 0:
+        rollout(agent_releases, "v2")
     big = [
         "-e", json.dumps({
             "sc2s3_soundcloud_api_url": big_sim.base_url,
@@ -123,17 +127,20 @@ def test_rollout_mid_upload_loses_nothing(sandbox_vars, agent_releases, big_sim,
             "sc2s3_prefix": prefix,
             "sc2s3_part_size_mib": PART_MIB,
             "sc2s3_concurrency": CONCURRENCY,
+            "sc2s3_poll_interval_s": 5,
         }),
     ]
+    rollout(agent_releases, "v1", *big)
+
     big_sim.faults.add(Fault(route="cdn", kind="stall", track_id=TRACK.id,
                              after_bytes=STALL_AFTER, stall_s=STALL_S))
-    rollout(agent_releases, "v1", *big)
+    big_sim.catalog.add_track(USER_ID, TRACK)
 
     def upload_under_way():
         uploads = open_uploads(s3, bucket, prefix)
         return uploads and s3.list_parts(Bucket=bucket, Key=uploads[0]["Key"],
                                          UploadId=uploads[0]["UploadId"]).get("Parts")
-    parts_before = wait_for(upload_under_way, 60, "the v1 agent to upload some parts")
+    parts_before = wait_for(upload_under_way, 30, "the v1 agent to upload some parts")
     print(f"  {len(parts_before)} parts uploaded when the rollout starts")
 
     run = rollout(agent_releases, "v2", *big)
