@@ -9,6 +9,7 @@ sys_sandbox.UP_TIMEOUT_S instead, so a cold cache does not fail the first test.
 from __future__ import annotations
 
 import pytest
+from sys_releases import ROLLOUT_V1, ROLLOUT_V2, make_release
 from sys_sandbox import (
     DOWN_TIMEOUT_S,
     UP_TIMEOUT_S,
@@ -34,3 +35,21 @@ def sandbox_vars():
     finally:
         if started_here:
             sandbox_cli("down", timeout_s=DOWN_TIMEOUT_S)
+
+
+@pytest.fixture(scope="session")
+def agent_releases(tmp_path_factory):
+    """Test releases built from this repository's agent source (see sys_releases), and one
+    wheelhouse directory for all of them, so each is built once per session.
+
+    Returns a dict: ``v1``, ``v2`` (good), ``crash``, ``unhealthy`` (bad) -> AgentRelease, and
+    ``wheelhouse`` -> str.
+    """
+    root = tmp_path_factory.mktemp("releases")
+    return {
+        "v1": make_release(root, ROLLOUT_V1),
+        "v2": make_release(root, ROLLOUT_V2),
+        "crash": make_release(root, "90.3.0+crash", fault="crash-at-start"),
+        "unhealthy": make_release(root, "90.3.0+unhealthy", fault="never-healthy"),
+        "wheelhouse": str(tmp_path_factory.mktemp("rollout-wheelhouse")),
+    }

@@ -12,7 +12,8 @@ from sys_paths import REPO, VENV_BIN
 
 RECAP_LINE = re.compile(
     r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
-    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
+    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)"
+    r"(?:\s+skipped=(?P<skipped>\d+)\s+rescued=(?P<rescued>\d+)\s+ignored=(?P<ignored>\d+))?",
     re.MULTILINE,
 )
 
@@ -26,14 +27,14 @@ class PlaybookRun:
     seconds: float
 
     def recap(self) -> dict[str, dict[str, int]]:
-        """PLAY RECAP counters per host, e.g. {"th1": {"ok": 30, "changed": 0, ...}}.
+        """PLAY RECAP counters per host, e.g. {"th1": {"ok": 30, "changed": 0, "rescued": 0, ...}}.
 
         With several plays (deploy.yml) Ansible prints one recap with every host in it.
         """
         recap_start = self.output.rfind("PLAY RECAP")
         assert recap_start >= 0, f"no PLAY RECAP in output:\n{self.output[-3000:]}"
         return {
-            m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+            m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host" and v}
             for m in RECAP_LINE.finditer(self.output[recap_start:])
         }
 
@@ -63,3 +64,11 @@ def run_playbook(*args: str, timeout_s: float = 600) -> PlaybookRun:
         check=False,
     )
     return PlaybookRun(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started)
+
+
+def rollout_reports(output: str) -> list[list[str]]:
+    """The rollout reports of a run, in order (one per batch): lists of per-host lines."""
+    reports = []
+    for block in re.finditer(r'TASK \[Rollout report\].*?"msg": \[(.*?)\]', output, re.DOTALL):
+        reports.append(re.findall(r'^\s*"(.*)",?$', block.group(1), re.MULTILINE))
+    return reports

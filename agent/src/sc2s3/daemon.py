@@ -10,14 +10,16 @@ the resume state; the next start continues them).
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import __version__
+from . import __version__, fault_switch
 from .config import Config
 from .errors import Sc2s3Error
 from .health import HealthServer, HealthState
@@ -33,6 +35,7 @@ CHECK_RETRY_S = (5, 10, 30, 60)
 
 def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
     """Run until ``stop`` is set (SIGTERM/SIGINT set it). Returns the exit code (0)."""
+    fault_switch.apply(config)  # test-only bad releases; a no-op in every normal release
     stop = stop or threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -66,11 +69,22 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
 
 
 def _self_checks(config: Config, s3, soundcloud: SoundCloudClient, state: HealthState) -> bool:
-    """Config is valid (it loaded); S3 bucket reachable; a SoundCloud token obtainable."""
+    """Config is valid (it loaded); S3 reachable and writable under the prefix; a SoundCloud
+    token obtainable.
+
+    Writability is proven with a small PutObject of this host's heartbeat,
+    ``{prefix}state/hosts/<hostname>.json`` (outside the archive's user folders; overwritten on
+    every start, never deleted), because HeadBucket succeeds with read-only credentials.
+    """
     state.set_check("config", "ok")
     ok = True
+    host = socket.gethostname()
+    heartbeat = json.dumps({"host": host, "version": __version__,
+                            "started_at": datetime.now(UTC).isoformat(timespec="seconds")})
     try:
         s3.head_bucket(Bucket=config.s3.bucket)
+        s3.put_object(Bucket=config.s3.bucket, Key=f"{config.s3.prefix}state/hosts/{host}.json",
+                      Body=heartbeat.encode(), ContentType="application/json")
         state.set_check("s3", "ok")
     except (ClientError, BotoCoreError) as exc:
         state.set_check("s3", f"error: {exc}")

@@ -1,0 +1,192 @@
+"""Rolling updates over real SSH: batches, the health gate, automatic rollback of a bad release,
+and playbooks/rollback.yml.
+
+The tests run in file order and share the fleet: v1 everywhere, a good rollout to v2 in batches,
+a no-op second run, a manual rollback to v1, then two bad releases (one crashes at start, one
+never becomes healthy) that must each roll the first batch back to v1 and stop there.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sys_hosts import ssh, ssh_ok
+from sys_paths import SANDBOX_INVENTORY, SANDBOX_VARS, TEST_HOSTS
+from sys_playbook import PlaybookRun, rollout_reports, run_playbook
+
+HOSTS = sorted(TEST_HOSTS)
+PLAY_TIMEOUT_S = 420
+# Short for the never-healthy release so the test does not idle; the default is 60 s.
+BAD_HEALTH_TIMEOUT_S = 20
+
+
+def rollout(releases, name: str, *extra: str) -> PlaybookRun:
+    """`agents.yml -e sc2s3_version=X` with X built from the test release `name`."""
+    release = releases[name]
+    run = run_playbook(
+        "playbooks/agents.yml",
+        "-i", str(SANDBOX_INVENTORY),
+        "-e", f"@{SANDBOX_VARS}",
+        "-e", f"sc2s3_version={release.version}",
+        "-e", f"sc2s3_source_dir={release.source_dir}",
+        "-e", f"sc2s3_wheelhouse_dir={releases['wheelhouse']}",
+        *extra,
+        timeout_s=PLAY_TIMEOUT_S,
+    )
+    show(f"rollout to {release.version}", run)
+    return run
+
+
+def show(what: str, run: PlaybookRun) -> None:
+    """Recap, last rollout report and wall time, for the test log."""
+    reports = rollout_reports(run.output)
+    print(f"\n{what}: rc={run.rc} in {run.seconds:.1f} s")
+    for line in run.output[run.output.rfind("PLAY RECAP"):].splitlines()[:5]:
+        print(f"  {line}")
+    for line in reports[-1] if reports else ["(no rollout report)"]:
+        print(f"  report: {line}")
+
+
+def health(host: str) -> dict:
+    """/healthz of the host's agent, asked from the host itself (the endpoint is on loopback)."""
+    _, listen = TEST_HOSTS[host]
+    proc = ssh(
+        host,
+        "python3 -c 'import sys, urllib.request, urllib.error\n"
+        "try:\n"
+        f'    r = urllib.request.urlopen("http://{listen}/healthz", timeout=5)\n'
+        "except urllib.error.HTTPError as e:\n"
+        "    r = e\n"
+        "sys.stdout.write(r.read().decode())'",
+    )
+    assert proc.returncode == 0, f"{host}: no answer from /healthz: {proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+def current_release(host: str) -> str:
+    return ssh_ok(host, "readlink /opt/sc2s3/current")
+
+
+def record(host: str) -> dict:
+    return json.loads(ssh_ok(host, "cat /etc/ansible/facts.d/sc2s3.fact"))
+
+
+def current_and_previous(host: str) -> tuple[str, str]:
+    rec = record(host)
+    return rec["current"], rec["previous"]
+
+
+def agent_pid(host: str) -> str:
+    return ssh_ok(host, "supervisorctl pid sc2s3")
+
+
+def lifecycle(host: str) -> list[tuple[str, str | None]]:
+    """("agent started", version) and ("agent stopped", None) events from the agent's log."""
+    lines = ssh_ok(host, "grep -hE 'agent (started|stopped)' /var/log/sc2s3/agent.log")
+    events = [json.loads(line) for line in lines.splitlines()]
+    return [(e["event"], e.get("version")) for e in events]
+
+
+def assert_fleet_on(version: str) -> None:
+    for host in HOSTS:
+        assert current_release(host) == f"releases/{version}", host
+        body = health(host)
+        assert (body["status"], body["version"]) == ("ok", version), (host, body)
+
+
+@pytest.fixture(scope="module")
+def fleet_on_v1(sandbox_vars, agent_releases):
+    run = rollout(agent_releases, "v1", "-e", '{"sc2s3_serial": ["100%"]}')
+    assert run.rc == 0, run.output[-6000:]
+    return agent_releases
+
+
+@pytest.mark.timeout(PLAY_TIMEOUT_S + 60, func_only=True)
+def test_good_release_reaches_every_host_in_batches(fleet_on_v1):
+    releases = fleet_on_v1
+    v1, v2 = releases["v1"].version, releases["v2"].version
+    run = rollout(releases, "v2", "-e", '{"sc2s3_serial": [1, 2]}')
+    assert run.rc == 0, run.output[-6000:]
+    recap = run.recap()
+    assert all(recap[h]["failed"] == 0 and recap[h]["unreachable"] == 0 for h in HOSTS), recap
+    # Two batches: th1 alone (a canary), then th2 and th3 together.
+    first, last = rollout_reports(run.output)
+    assert first[0].startswith(f"th1: {v1} -> {v2}, updated, health gate"), first
+    assert first[1:] == ["th2: not reached", "th3: not reached"], first
+    for host, line in zip(HOSTS, last, strict=True):
+        assert line.startswith(f"{host}: {v1} -> {v2}, updated, health gate"), line
+    assert_fleet_on(v2)
+    for host in HOSTS:
+        assert current_and_previous(host) == (v2, v1), host
+        # Drained before the switch: v1 logged a clean stop, then v2 started.
+        assert lifecycle(host)[-2:] == [("agent stopped", None), ("agent started", v2)], host
+
+@pytest.mark.timeout(PLAY_TIMEOUT_S + 60, func_only=True)
+def test_second_rollout_of_the_same_release_changes_nothing(fleet_on_v1):
+    pids = {host: agent_pid(host) for host in HOSTS}
+    run = rollout(fleet_on_v1, "v2", "-e", '{"sc2s3_serial": [1, 2]}')
+    assert run.rc == 0, run.output[-6000:]
+    changed = {host: counts["changed"] for host, counts in run.recap().items()}
+    assert changed == dict.fromkeys(HOSTS, 0), changed
+    assert {host: agent_pid(host) for host in HOSTS} == pids  # nobody was restarted
+    v2 = fleet_on_v1["v2"].version
+    assert all(", unchanged, " in line for line in rollout_reports(run.output)[-1])
+    assert_fleet_on(v2)
+
+
+@pytest.mark.timeout(PLAY_TIMEOUT_S + 60, func_only=True)
+def test_rollback_playbook_returns_to_the_previous_release(fleet_on_v1):
+    v1, v2 = fleet_on_v1["v1"].version, fleet_on_v1["v2"].version
+    run = run_playbook(
+        "playbooks/rollback.yml",
+        "-i", str(SANDBOX_INVENTORY),
+        "-e", f"@{SANDBOX_VARS}",
+        timeout_s=PLAY_TIMEOUT_S,
+    )
+    show("rollback.yml (previous release)", run)
+    assert run.rc == 0, run.output[-6000:]
+    for host, line in zip(HOSTS, rollout_reports(run.output)[-1], strict=True):
+        assert line.startswith(f"{host}: {v2} -> {v1}, rolled back, health gate"), line
+    assert_fleet_on(v1)
+    for host in HOSTS:
+        assert current_and_previous(host) == (v1, v2), host
+        # The release rolled back from stays installed: it is the next rollback target.
+        ssh_ok(host, f"test -f /opt/sc2s3/releases/{v2}/.sc2s3-release-complete")
+
+
+@pytest.mark.timeout(PLAY_TIMEOUT_S + 60, func_only=True)
+@pytest.mark.parametrize("bad", ["crash", "unhealthy"])
+def test_bad_release_rolls_the_first_batch_back_and_stops(fleet_on_v1, bad):
+    releases = fleet_on_v1
+    v1, bad_version = releases["v1"].version, releases[bad].version
+    if any(current_release(host) != f"releases/{v1}" for host in HOSTS):
+        assert rollout(releases, "v1", "-e", '{"sc2s3_serial": ["100%"]}').rc == 0
+    untouched_pids = {host: agent_pid(host) for host in HOSTS[1:]}
+
+    # The default batches ([1, "34%"]): th1 is the first batch on its own.
+    run = rollout(releases, bad, "-e", f"sc2s3_health_timeout_s={BAD_HEALTH_TIMEOUT_S}")
+
+    assert run.rc != 0, run.output[-6000:]
+    recap = run.recap()
+    assert recap["th1"]["failed"] == 1 and recap["th1"]["rescued"] == 1, recap
+    assert set(recap) == {"th1"}, f"later batches must not run: {recap}"
+    report = rollout_reports(run.output)[-1]
+    assert report[0].startswith(f"th1: {v1} -> {bad_version}, rolled back to {v1}"), report
+    assert report[0].endswith(f"last failed version on this host: {bad_version}"), report
+    assert report[1:] == ["th2: not reached", "th3: not reached"], report
+    assert f"sc2s3 {bad_version} failed on th1" in run.output
+
+    assert_fleet_on(v1)
+    failed = record("th1")["failed"][-1]
+    assert (failed["version"], failed["rolled_back_to"]) == (bad_version, v1), failed
+    if bad == "crash":
+        assert "spawn error" in failed["task"], failed
+    else:
+        assert failed["task"].startswith("Wait for /healthz"), failed
+    # The failed release is gone from th1 and was never installed on the other hosts.
+    for host in HOSTS:
+        assert ssh(host, f"test -e /opt/sc2s3/releases/{bad_version}").returncode == 1, host
+    assert {host: agent_pid(host) for host in HOSTS[1:]} == untouched_pids
+    for host in HOSTS[1:]:
+        assert all(f["version"] != bad_version for f in record(host).get("failed", [])), host
