@@ -131,7 +131,7 @@ def test_agent_role_has_only_the_archive_policy(moto, first_run):
     assert objects["Resource"] == f"arn:aws:s3:::{BUCKET}/soundcloud/*"
     listing = statements["ListArchivePrefix"]
     assert (listing["Action"], listing["Resource"]) == ("s3:ListBucket", f"arn:aws:s3:::{BUCKET}")
-    assert listing["Condition"] == {"StringLikeIfExists": {"s3:prefix": "soundcloud/*"}}
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": "soundcloud/*"}}
     uploads = statements["ListArchiveUploads"]
     assert uploads["Action"] == "s3:ListBucketMultipartUploads"
     assert uploads["Resource"] == f"arn:aws:s3:::{BUCKET}"

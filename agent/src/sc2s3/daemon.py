@@ -74,7 +74,7 @@ def _self_checks(config: Config, s3, soundcloud: SoundCloudClient, state: Health
 
     Writability is proven with a small PutObject of this host's heartbeat,
     ``{prefix}state/hosts/<hostname>.json`` (outside the archive's user folders; overwritten on
-    every start, never deleted), because HeadBucket succeeds with read-only credentials.
+    every start, never deleted), because a listing succeeds with read-only credentials.
     """
     state.set_check("config", "ok")
     ok = True
@@ -82,7 +82,9 @@ def _self_checks(config: Config, s3, soundcloud: SoundCloudClient, state: Health
     heartbeat = json.dumps({"host": host, "version": __version__,
                             "started_at": datetime.now(UTC).isoformat(timespec="seconds")})
     try:
-        s3.head_bucket(Bucket=config.s3.bucket)
+        # A listing under the prefix, not HeadBucket: it is what the IAM policy grants (ListBucket
+        # with an s3:prefix condition), so the check proves the permissions the mirror needs.
+        s3.list_objects_v2(Bucket=config.s3.bucket, Prefix=config.s3.prefix, MaxKeys=1)
         s3.put_object(Bucket=config.s3.bucket, Key=f"{config.s3.prefix}state/hosts/{host}.json",
                       Body=heartbeat.encode(), ContentType="application/json")
         state.set_check("s3", "ok")
