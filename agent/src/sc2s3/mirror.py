@@ -45,6 +45,9 @@ from .verify import read_object_digest
 TRACK_ATTEMPTS = 4
 TRACK_RETRY_INITIAL_S = 2.0
 TRACK_RETRY_MAX_S = 30.0
+# One part being read while one uploads: enough to keep a track's stream busy (the S3 upload of a
+# part outlasts reading it), and all a crash can cost a resume beyond what S3 already holds.
+PARTS_IN_FLIGHT_PER_TRACK = 2
 
 
 _backoff = wait_exponential_jitter(initial=TRACK_RETRY_INITIAL_S, max=TRACK_RETRY_MAX_S)
@@ -112,8 +115,8 @@ class Mirror:
         self.failures = FailureLedger(Path(config.agent.state_dir) / FAILURES_FILE,
                                       base_delay_s=config.agent.poll_interval_s)
         concurrency = config.agent.concurrency
-        # One part buffer per track in flight (being filled or being uploaded): peak memory is
-        # about concurrency x part size over the interpreter's own, whatever the file sizes.
+        # As many part buffers as tracks in flight (a lone track may use PARTS_IN_FLIGHT_PER_TRACK):
+        # parts never take more than concurrency x part size, whatever the file sizes.
         self.buffers = PartBuffers(concurrency, config.agent.part_size)
         self._parts = ThreadPoolExecutor(2 * concurrency, thread_name_prefix="part")
         self._tracks = ThreadPoolExecutor(concurrency, thread_name_prefix="track")
@@ -314,6 +317,7 @@ class Mirror:
                 self.s3, self.config.s3.bucket, key, buffers=self.buffers,
                 executor=self._parts, content_type=parked.content_type if parked else
                 source.content_type, on_bytes=uploaded, resume_store=self.resume,
+                parts_in_flight=PARTS_IN_FLIGHT_PER_TRACK,
                 identity={"track_urn": track.urn, "source": source.source,
                           "cdn_etag": source.etag, "cdn_size": source.size},
                 metadata={"sc-urn": track.urn, "sc-source": source.source,

@@ -82,6 +82,27 @@ class PartBuffers:
             self._changed.notify()
 
 
+class _CappedBuffers:
+    """At most ``cap`` of ``pool``'s buffers for one upload, so a single track cannot hold them
+    all: what a crash can lose (and a resume must fetch again) stays ``cap`` parts."""
+
+    def __init__(self, pool: PartBuffers, cap: int):
+        self.pool, self.part_size = pool, pool.part_size
+        self._cap = threading.BoundedSemaphore(cap)
+
+    def acquire(self) -> bytearray:
+        self._cap.acquire()
+        try:
+            return self.pool.acquire()
+        except BaseException:
+            self._cap.release()
+            raise
+
+    def release(self, buffer: bytearray) -> None:
+        self.pool.release(buffer)
+        self._cap.release()
+
+
 def b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
@@ -137,6 +158,7 @@ class StreamingUpload:
     :param resume_store: where the :class:`~sc2s3.resume.UploadState` is saved after each part
         (None: not resumable, e.g. in benchmarks of the bare transfer).
     :param identity: the state's fixed fields: ``track_urn``, ``source``, ``cdn_etag``, ``cdn_size``.
+    :param parts_in_flight: at most this many of the pool's buffers for this upload (None: all).
     :param on_bytes: called with each part's size once it is uploaded (progress, metrics).
     :param should_stop: polled between parts; when true the upload parks (daemon shutdown).
     """
@@ -144,10 +166,12 @@ class StreamingUpload:
     def __init__(self, s3, bucket: str, key: str, *, buffers: PartBuffers,
                  executor: ThreadPoolExecutor, metadata: dict[str, str], content_type: str,
                  resume_store: ResumeStore | None = None, identity: dict | None = None,
+                 parts_in_flight: int | None = None,
                  on_bytes: Callable[[int], None] = lambda n: None,
                  should_stop: Callable[[], bool] = lambda: False):
         self.s3, self.bucket, self.key = s3, bucket, key
-        self.buffers, self.part_size, self.executor = buffers, buffers.part_size, executor
+        self.buffers = _CappedBuffers(buffers, parts_in_flight) if parts_in_flight else buffers
+        self.part_size, self.executor = buffers.part_size, executor
         self.metadata, self.content_type = metadata, content_type
         self.resume_store, self.identity = resume_store, identity or {}
         self.on_bytes, self.should_stop = on_bytes, should_stop
