@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import Sc2s3Error, TemporaryError, UpstreamError
 from .logs import log
+from .s3 import get_object_body
 from .soundcloud import TRACK_URN, USER_URN
 
 CATALOG_FORMAT = "sc2s3-catalog/1"
@@ -212,15 +213,9 @@ class CatalogStore:
         return catalog or Catalog(user_urn=user_urn)
 
     def _get(self, key: str, user_urn: str) -> tuple[Catalog | None, str | None]:
-        try:
-            answer = self.s3.get_object(Bucket=self.bucket, Key=key)
-            body = answer["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None, None
-            raise TemporaryError(f"cannot read {key}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise TemporaryError(f"cannot read {key}: {exc}") from exc
+        body, etag = get_object_body(self.s3, self.bucket, key)
+        if body is None:
+            return None, None
         try:
             catalog = Catalog.model_validate_json(body)
         except ValidationError as exc:
@@ -228,7 +223,7 @@ class CatalogStore:
                              f"{exc.errors()[0]['msg']}") from exc
         if catalog.user_urn != user_urn:
             raise Sc2s3Error(f"{key} belongs to {catalog.user_urn}, not {user_urn}")
-        return catalog, answer.get("ETag")
+        return catalog, etag
 
     def save(self, catalog: Catalog) -> None:
         """Write ``catalog`` (merged with any concurrent remote change)."""
@@ -264,10 +259,12 @@ class CatalogStore:
 
     def get_json(self, key: str) -> object:
         """The JSON object at ``key``. :raises TemporaryError: unreadable or S3 unreachable."""
+        body, _etag = get_object_body(self.s3, self.bucket, key)
+        if body is None:
+            raise TemporaryError(f"cannot read {key}: no such object")
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
             return json.loads(body)
-        except (ClientError, BotoCoreError, ValueError) as exc:
+        except ValueError as exc:
             raise TemporaryError(f"cannot read {key}: {exc}") from exc
 
     def ensure_readme(self) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from .logs import log
 from .state import write_atomic
 
+FAILURES_FILE = "failures.json"  # in state_dir
 MAX_DELAY_S = 86_400.0
 
 

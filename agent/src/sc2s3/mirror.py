@@ -21,7 +21,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from .archive import Catalog, CatalogStore, Layout, Revision, TrackEntry, metadata_digest, utc_now
 from .config import Config
 from .errors import IntegrityError, Sc2s3Error, TemporaryError
-from .failures import FailureLedger
+from .failures import FAILURES_FILE, FailureLedger
 from .logs import log
 from .metrics import (
     BYTES_UPLOADED,
@@ -36,7 +36,6 @@ from .ratelimit import RateLimited
 from .resume import LeaseHeld, ResumeStore, UploadState, abort_upload, list_uploads, reconcile
 from .soundcloud import TRACK_URN, SoundCloudClient, Track, User
 from .sources import extension_for, open_source
-from .status import FAILURES_FILE
 from .transfer import AlreadyArchived, PartBuffers, StreamingUpload, UploadResult
 from .upstream import UpstreamChanges
 from .verify import read_object_digest

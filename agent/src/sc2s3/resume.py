@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import Sc2s3Error, TemporaryError
 from .logs import log
+from .s3 import get_object_body
 from .soundcloud import TRACK_URN
 
 STATE_FORMAT = "sc2s3-upload/1"
@@ -136,20 +137,14 @@ class ResumeStore:
         return _parse(track_urn, self._read(track_urn)[0])
 
     def _read(self, track_urn: str) -> tuple[dict | None, str | None]:
-        try:
-            answer = self.s3.get_object(Bucket=self.bucket, Key=self.key(track_urn))
-            body = answer["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None, None
-            raise TemporaryError(f"reading resume state of {track_urn}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise TemporaryError(f"reading resume state of {track_urn}: {exc}") from exc
+        body, etag = get_object_body(self.s3, self.bucket, self.key(track_urn))
+        if body is None:
+            return None, None
         try:
             data = json.loads(body)
         except ValueError:
             data = None
-        return (data if isinstance(data, dict) else {}), answer.get("ETag")
+        return (data if isinstance(data, dict) else {}), etag
 
     def save(self, state: UploadState) -> None:
         """Save ``state``, renewing this host's lease.

@@ -7,8 +7,10 @@ profile on EC2, environment or shared credentials file elsewhere).
 
 import boto3
 from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .config import Config
+from .errors import TemporaryError
 
 
 def make_s3_client(config: Config):
@@ -29,3 +31,19 @@ def make_s3_client(config: Config):
             s3={"addressing_style": "path"} if config.s3.endpoint_url else None,
         ),
     )
+
+
+def get_object_body(s3, bucket: str, key: str) -> tuple[bytes | None, str | None]:
+    """``(body, ETag)`` of ``bucket/key``, or ``(None, None)`` when no such object exists.
+
+    :raises TemporaryError: S3 unreachable, or any other error answer.
+    """
+    try:
+        answer = s3.get_object(Bucket=bucket, Key=key)
+        return answer["Body"].read(), answer.get("ETag")
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None, None
+        raise TemporaryError(f"cannot read {key}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise TemporaryError(f"cannot read {key}: {exc}") from exc

@@ -16,11 +16,9 @@ from rich.table import Table
 from . import __version__
 from .archive import CatalogStore, Layout
 from .config import Config
-from .failures import load_failures
+from .failures import FAILURES_FILE, load_failures
 from .ratelimit import PlayBudget
 from .state import write_atomic
-
-FAILURES_FILE = "failures.json"
 
 LAST_CYCLE_FILE = "last_cycle.json"
 

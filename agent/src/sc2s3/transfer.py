@@ -156,7 +156,8 @@ class StreamingUpload:
     :param executor: the pool that runs UploadPart calls.
     :param metadata: S3 user metadata (``sc-urn``, ``sc-source`` ...).
     :param resume_store: where the :class:`~sc2s3.resume.UploadState` is saved after each part
-        (None: not resumable, e.g. in benchmarks of the bare transfer).
+        (None: not resumable, e.g. in benchmarks of the bare transfer). The caller clears it once
+        the completed object is recorded.
     :param identity: the state's fixed fields: ``track_urn``, ``source``, ``cdn_etag``, ``cdn_size``.
     :param parts_in_flight: at most this many of the pool's buffers for this upload (None: all).
     :param on_bytes: called with each part's size once it is uploaded (progress, metrics).
@@ -316,8 +317,6 @@ class StreamingUpload:
             MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag,
                                         "ChecksumSHA256": p.sha256} for p in parts]},
             IfNoneMatch="*")
-        if self.resume_store is not None:
-            self.resume_store.clear(state.track_urn, "completed")
         reported = answer.get("ChecksumSHA256")
         if reported is not None and reported != expected:
             raise IntegrityError(f"{self.key}: S3 reports checksum {reported}, sent {expected}")
