@@ -3,8 +3,10 @@ SeaweedFS as the S3 server. Every archived object is compared byte for byte with
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import zlib
 
 import pytest
 from conftest import CLIENT_ID, CLIENT_SECRET
@@ -48,9 +50,23 @@ def archived_audio(s3, bucket: str) -> dict[str, dict]:
                 continue
             body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
             found[urn] = {"key": item["Key"], "metadata": head["Metadata"],
-                          "checksum": head.get("ChecksumSHA256"), "size": len(body),
-                          "sha256": hashlib.sha256(body).hexdigest()}
+                          "checksum": head.get("ChecksumCRC32"), "size": len(body),
+                          "sha256": hashlib.sha256(body).hexdigest(),
+                          "expected_checksum": s3_crc32(body, head)}
     return found
+
+
+def s3_crc32(body: bytes, head: dict) -> str:
+    """The CRC32 S3 should report for ``body``, computed here independently of the agent: of the
+    whole object, or COMPOSITE (CRC32 of the parts' big-endian CRC32s, then -N) if multipart."""
+    def encoded(data: bytes) -> str:
+        return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    if "-" not in (head.get("ChecksumCRC32") or ""):
+        return encoded(body)
+    part = int(head["Metadata"]["sc-part-size"])
+    digests = [zlib.crc32(body[at:at + part]).to_bytes(4, "big")
+               for at in range(0, len(body), part)]
+    return f"{encoded(b''.join(digests))}-{len(digests)}"
 
 
 def expected_sha256(track: Track) -> str:
@@ -74,6 +90,7 @@ def test_mirror_archives_every_track_byte_identical(sim, make_agent, s3, bucket)
         assert got["sha256"] == expected_sha256(track), track.title
         assert got["metadata"]["sc-source"] == ("original" if track.downloadable else "hls_aac_160")
         assert got["checksum"], f"{track.urn} has no S3 checksum"
+        assert got["checksum"] == got["expected_checksum"], track.title
         # Keys derive from URNs only: no title text, no traversal, always under the prefix.
         assert got["key"].startswith(f"archive/soundcloud:users:{USER_ID}/{track.urn}/r1/audio.")
         assert ".." not in got["key"] and "passwd" not in got["key"]
@@ -96,8 +113,15 @@ def test_catalog_and_track_json_describe_the_archive(sim, make_agent, s3, bucket
     revision = entry["revisions"][0]
     track_json = json.loads(s3.get_object(Bucket=bucket, Key=revision["json_key"])["Body"].read())
     assert track_json["urn"] == "soundcloud:tracks:2002"
+    assert revision["checksum_algorithm"] == "CRC32"
+    head = s3.head_object(Bucket=bucket, Key=revision["key"], ChecksumMode="ENABLED")
+    assert revision["s3_checksum"] == head["ChecksumCRC32"]
     readme = s3.get_object(Bucket=bucket, Key="archive/README.txt")["Body"].read().decode()
-    assert "catalog.json" in readme and "sc-urn" in readme
+    assert "catalog.json" in readme and "sc-urn" in readme and "CRC32" in readme
+    # an older version's README is brought up to date by the next pass
+    s3.put_object(Bucket=bucket, Key="archive/README.txt", Body=b"sc2s3 0.2 README")
+    assert make_agent(sim).run("mirror", "--once").returncode == 0
+    assert s3.get_object(Bucket=bucket, Key="archive/README.txt")["Body"].read().decode() == readme
 
 
 def test_restore_brings_back_identical_files(sim, make_agent, tmp_path):
@@ -145,6 +169,42 @@ def test_verify_detects_corrupted_and_missing_objects(sim, make_agent, s3, bucke
     assert broken.returncode == 1
     assert damaged["key"] in broken.stderr and "SHA-256 differs" in broken.stderr
     assert "object is missing" in broken.stderr
+
+
+def test_objects_archived_by_0_2_with_sha256_still_verify(sim, make_agent, s3, bucket):
+    """sc2s3 0.2 sent a SHA-256 per part (catalog: checksum_algorithm SHA256); such objects
+    must keep verifying and restoring after the switch to CRC32."""
+    agent = make_agent(sim)
+    assert agent.run("mirror", "--once").returncode == 0
+    old = archived_audio(s3, bucket)["soundcloud:tracks:2006"]  # three parts
+    body = s3.get_object(Bucket=bucket, Key=old["key"])["Body"].read()
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=old["key"], Metadata=old["metadata"],
+                                        ChecksumAlgorithm="SHA256")["UploadId"]
+    parts, digests = [], []
+    for number, at in enumerate(range(0, len(body), PART), start=1):
+        digests.append(hashlib.sha256(body[at:at + PART]).digest())
+        checksum = base64.b64encode(digests[-1]).decode()
+        etag = s3.upload_part(Bucket=bucket, Key=old["key"], UploadId=upload, PartNumber=number,
+                              Body=body[at:at + PART], ChecksumSHA256=checksum)["ETag"]
+        parts.append({"PartNumber": number, "ETag": etag, "ChecksumSHA256": checksum})
+    s3.complete_multipart_upload(Bucket=bucket, Key=old["key"], UploadId=upload,
+                                 MultipartUpload={"Parts": parts})
+    composite = base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode()
+    catalog_key = f"archive/soundcloud:users:{USER_ID}/catalog.json"
+    catalog = json.loads(s3.get_object(Bucket=bucket, Key=catalog_key)["Body"].read())
+    revision = catalog["tracks"]["soundcloud:tracks:2006"]["revisions"][0]
+    assert revision["checksum_algorithm"] == "CRC32"
+    revision.update(checksum_algorithm="SHA256", s3_checksum=f"{composite}-3")
+    s3.put_object(Bucket=bucket, Key=catalog_key, Body=json.dumps(catalog).encode())
+
+    checked = agent.run("verify")
+    assert checked.returncode == 0, checked.stderr
+    assert "verified 7 objects" in checked.stdout
+    # and the checksum is really checked: the catalog naming the wrong algorithm is a problem
+    revision.update(checksum_algorithm="CRC32")
+    s3.put_object(Bucket=bucket, Key=catalog_key, Body=json.dumps(catalog).encode())
+    mislabeled = agent.run("verify")
+    assert mislabeled.returncode == 1 and "catalog CRC32" in mislabeled.stderr
 
 
 def test_dry_run_writes_nothing(sim, make_agent, s3, bucket):

@@ -4,6 +4,7 @@ Every test ends with the archived object compared byte for byte and no multipart
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import random
@@ -13,6 +14,7 @@ import threading
 import time
 
 import pytest
+import requests
 from conftest import AGENT_BIN, CLIENT_ID, CLIENT_SECRET
 from soundcloud_sim import Catalog, Simulator, Track, User, original_sha256
 
@@ -199,3 +201,46 @@ def test_a_track_lease_keeps_a_second_host_off_until_released_or_expired(s3, buc
     short.save(resumed)  # host-c's lease lapses: a killed host does not block the track for long
     time.sleep(1)
     assert host_a.acquire(urn).upload_id == "u-1"
+
+
+def test_an_upload_parked_by_0_2_resumes_with_its_sha256_part_checksums(make_agent, s3, bucket):
+    """sc2s3 0.2 sent a SHA-256 per part and named it "sha256" in the resume state; an upload it
+    parked must resume in SHA-256 (S3 fixed the algorithm at CreateMultipartUpload)."""
+    track = Track(id=77, title="parked by 0.2", size=3 * PART + 999)
+    with Simulator(one_track_catalog(track), client_id=CLIENT_ID,
+                   client_secret=CLIENT_SECRET) as sim:
+        url = sim.signed_url(f"/cdn/original/{track.id}")
+        first_parts = requests.get(url, headers={"Range": f"bytes=0-{2 * PART - 1}"}, timeout=30)
+        assert first_parts.status_code == 206
+        key = audio_key(track)
+        upload_id = s3.create_multipart_upload(
+            Bucket=bucket, Key=key, ContentType="audio/mpeg", ChecksumAlgorithm="SHA256",
+            Metadata={"sc-urn": f"soundcloud:tracks:{track.id}", "sc-source": "original",
+                      "sc-part-size": str(PART)})["UploadId"]
+        parts = {}
+        for number in (1, 2):
+            data = first_parts.content[(number - 1) * PART:number * PART]
+            checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+            etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                  Body=data, ChecksumSHA256=checksum)["ETag"]
+            parts[str(number)] = {"number": number, "size": PART, "etag": etag, "sha256": checksum}
+        state_0_2 = {"format": "sc2s3-upload/1", "track_urn": f"soundcloud:tracks:{track.id}",
+                     "key": key, "upload_id": upload_id, "source": "original",
+                     "content_type": "audio/mpeg", "part_size": PART,
+                     "cdn_etag": first_parts.headers["ETag"], "cdn_size": track.size,
+                     "parts": parts, "owner": None, "lease_until": 0.0}
+        s3.put_object(Bucket=bucket, Key=f"archive/state/uploads/soundcloud:tracks:{track.id}.json",
+                      Body=json.dumps(state_0_2).encode())
+        sim.reset_counters()
+        agent = make_agent(sim, accounts=("band-seven",), part_size_mib=PART // MIB)
+        done = agent.run("mirror", "--once")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert sim.counters["cdn_bytes"] == track.size - 2 * PART  # resumed, not restarted
+    assert_archived_intact(s3, bucket, track)
+    head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    assert head.get("ChecksumSHA256", "").endswith("-4"), head
+    catalog = json.loads(s3.get_object(
+        Bucket=bucket, Key=f"archive/{USER_URN}/catalog.json")["Body"].read())
+    revision = catalog["tracks"][f"soundcloud:tracks:{track.id}"]["revisions"][0]
+    assert revision["checksum_algorithm"] == "SHA256"
+    assert revision["s3_checksum"] == head["ChecksumSHA256"]

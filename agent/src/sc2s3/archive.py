@@ -15,7 +15,8 @@ no title or API field can steer a key outside the prefix::
     {prefix}state/uploads/{track_urn}.json                     resume state (sc2s3.resume)
 
 Audio objects carry user metadata ``sc-urn``, ``sc-source``, ``sc-part-size`` (bytes per part, to
-recompute the COMPOSITE checksum) and ``sc-sha256`` is kept in the catalog.
+recompute the COMPOSITE checksum) and an S3 additional checksum (:mod:`sc2s3.checksums`); the
+whole file's SHA-256 is kept in the catalog.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import hashlib
 import json
 import threading
 from datetime import UTC, datetime
+from typing import Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -48,15 +50,18 @@ Tracks of SoundCloud accounts, mirrored by sc2s3. Layout under this prefix:
 
 Each audio object carries user metadata sc-urn (track URN), sc-source ("original" or the HLS
 preset it was assembled from, e.g. hls_aac_160) and sc-part-size (bytes per multipart part).
-Its S3 checksum is SHA-256; the catalog also records the whole file's SHA-256 ("sha256").
+S3 checks every part against its checksum on upload: CRC32 (SHA-256 for objects archived by
+sc2s3 0.2; the catalog's "checksum_algorithm" says which). A multipart object's checksum is
+"<base64 of the checksum of the part checksums>-<parts>". The catalog also records the whole
+file's SHA-256 ("sha256"), the end-to-end check.
 
 Find:     aws s3 cp s3://BUCKET/PREFIX<user_urn>/catalog.json -
 Verify:   aws s3 cp s3://BUCKET/KEY - | sha256sum     (compare with the catalog's "sha256")
           aws s3api head-object --bucket BUCKET --key KEY --checksum-mode ENABLED
 Restore:  aws s3 cp s3://BUCKET/KEY ./file   (or: sc2s3 restore --account A --to DIR)
 
-No audio or track JSON is ever deleted or overwritten by sc2s3 (only catalog.json, user.json
-and state/ are rewritten as they change): tracks deleted upstream are marked
+No audio or track JSON is ever deleted or overwritten by sc2s3 (only README.txt, catalog.json,
+user.json and state/ are rewritten as they change): tracks deleted upstream are marked
 "deleted_upstream_at" in the catalog, a changed upstream file becomes a new revision r<n+1>,
 and an edit of a track's title or description a new metadata/m<k>.json.
 """
@@ -139,7 +144,7 @@ class Revision(_Model):
     size: int = Field(ge=0)                  # bytes
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     s3_checksum: str                         # as S3 reports it: base64, or base64-N (COMPOSITE)
-    checksum_algorithm: str = "SHA256"
+    checksum_algorithm: Literal["CRC32", "SHA256"] = "SHA256"  # default: entries of sc2s3 0.2
     part_size: int = Field(gt=0)             # bytes per multipart part
     version_id: str | None = None
     archived_at: str
@@ -268,9 +273,14 @@ class CatalogStore:
             raise TemporaryError(f"cannot read {key}: {exc}") from exc
 
     def ensure_readme(self) -> None:
-        """Write the archive's README.txt once (it explains the layout to a person with the AWS CLI)."""
-        self._put(self.layout.readme(), README_TEXT.encode(), "text/plain; charset=utf-8",
-                  overwrite=False)
+        """Keep the archive's README.txt (the layout, explained to a person with the AWS CLI) in
+        step with this version's text: written when missing or different.
+
+        :raises TemporaryError: S3 unreachable.
+        """
+        text = README_TEXT.encode()
+        if get_object_body(self.s3, self.bucket, self.layout.readme())[0] != text:
+            self._put(self.layout.readme(), text, "text/plain; charset=utf-8", overwrite=True)
 
     def _put(self, key: str, body: bytes, content_type: str, *, overwrite: bool) -> None:
         extra = {} if overwrite else {"IfNoneMatch": "*"}

@@ -44,9 +44,10 @@ from .verify import read_object_digest
 TRACK_ATTEMPTS = 4
 TRACK_RETRY_INITIAL_S = 2.0
 TRACK_RETRY_MAX_S = 30.0
-# One part being read while one uploads: enough to keep a track's stream busy (the S3 upload of a
-# part outlasts reading it), and all a crash can cost a resume beyond what S3 already holds.
-PARTS_IN_FLIGHT_PER_TRACK = 2
+# One part being read while two upload: an UploadPart spends most of its time waiting for S3's
+# answer, so a second one in flight keeps a lone track's stream busy. This is also all a crash
+# can cost a resume beyond what S3 already holds.
+PARTS_IN_FLIGHT_PER_TRACK = 3
 
 
 _backoff = wait_exponential_jitter(initial=TRACK_RETRY_INITIAL_S, max=TRACK_RETRY_MAX_S)
@@ -338,7 +339,8 @@ class Mirror:
         revision = Revision(
             revision=number, key=key, json_key=json_key, source=source_name,
             content_type=content_type, size=outcome.size, sha256=outcome.sha256,
-            s3_checksum=outcome.s3_checksum, part_size=part_size, version_id=outcome.version_id,
+            s3_checksum=outcome.s3_checksum, checksum_algorithm=outcome.checksum_algorithm,
+            part_size=part_size, version_id=outcome.version_id,
             archived_at=utc_now(), cdn_etag=cdn_etag, cdn_size=cdn_size)
         with self._catalog_lock:
             entry = catalog.tracks.setdefault(
@@ -366,4 +368,4 @@ class Mirror:
         digest = read_object_digest(self.s3, self.config.s3.bucket, key)
         log.info("adopted an object already in the archive", key=key, bytes=digest.size)
         return UploadResult(key, digest.size, digest.sha256, digest.s3_checksum or "", 0,
-                            digest.version_id)
+                            digest.version_id, digest.checksum_algorithm)

@@ -7,7 +7,7 @@ replacement host, continues an upload where it stopped instead of starting over:
     {prefix}state/uploads/{track_urn}.json
 
 It is written when the multipart upload is created and after every completed part: the upload id,
-each part's ETag and SHA-256, and the identity of the CDN object the bytes came from (its ETag and
+each part's ETag and S3 checksum, and the identity of the CDN object the bytes came from (its ETag and
 Content-Length), so a resumed download can ask for ``Range: bytes=N-`` with ``If-Range``. When the
 upload completes or is abandoned the object is overwritten with a tombstone (the agent has no
 DeleteObject permission). S3 stays the authority on which parts exist: :func:`reconcile` keeps
@@ -24,10 +24,12 @@ from __future__ import annotations
 import json
 import socket
 import time
+from typing import Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
+from . import checksums
 from .errors import Sc2s3Error, TemporaryError
 from .logs import log
 from .s3 import get_object_body
@@ -42,14 +44,16 @@ class LeaseHeld(Sc2s3Error):
 
 
 class PartRecord(BaseModel):
-    """One uploaded part: ``size`` in bytes, S3 ``etag``, ``sha256`` base64 (S3's ChecksumSHA256)."""
+    """One uploaded part: ``size`` in bytes, S3 ``etag``, ``checksum`` base64 (in the upload's
+    ``checksum_algorithm``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     number: int = Field(ge=1, le=10_000)
     size: int = Field(ge=0)
     etag: str
-    sha256: str
+    # "sha256" is how sc2s3 0.2 named it, when every part checksum was a SHA-256
+    checksum: str = Field(validation_alias=AliasChoices("checksum", "sha256"))
 
 
 class UploadState(BaseModel):
@@ -64,6 +68,7 @@ class UploadState(BaseModel):
     source: str
     content_type: str
     part_size: int = Field(gt=0)
+    checksum_algorithm: Literal["CRC32", "SHA256"] = "SHA256"  # default: states of sc2s3 0.2
     cdn_etag: str | None = None
     cdn_size: int | None = None
     parts: dict[int, PartRecord] = Field(default_factory=dict)
@@ -220,7 +225,7 @@ def reconcile(s3, bucket: str, state: UploadState) -> UploadState | None:
     confirmed = {
         number: part for number, part in state.parts.items()
         if number in listed and listed[number]["ETag"] == part.etag
-        and listed[number].get("ChecksumSHA256") in (None, part.sha256)
+        and listed[number].get(checksums.field(state.checksum_algorithm)) in (None, part.checksum)
         and listed[number].get("Size", part.size) == part.size
     }
     return state.model_copy(update={"parts": confirmed})

@@ -25,12 +25,20 @@ def make_s3_client(config: Config):
             connect_timeout=10,
             read_timeout=120,
             max_pool_connections=4 * config.agent.concurrency + 4,
-            # The agent sends its own SHA-256 per part; don't add a second (CRC32) checksum.
-            request_checksum_calculation="when_required",
+            # botocore adds a CRC32 to any body that has no checksum of ours (state, catalog);
+            # parts carry the transfer's own. Reads are checked by verify, not per response.
+            request_checksum_calculation="when_supported",
             response_checksum_validation="when_required",
-            s3={"addressing_style": "path"} if config.s3.endpoint_url else None,
+            s3=_custom_endpoint_options() if config.s3.endpoint_url else None,
         ),
     )
+
+
+def _custom_endpoint_options() -> dict:
+    # Over https botocore already sends UNSIGNED-PAYLOAD for a body with a checksum header; on a
+    # plain-http endpoint (a LAN or test S3) it would SHA-256 every byte once more to sign it.
+    # The signed checksum header, which S3 checks against the body, stands in for that hash.
+    return {"addressing_style": "path", "payload_signing_enabled": False}
 
 
 def get_object_body(s3, bucket: str, key: str) -> tuple[bytes | None, str | None]:

@@ -86,6 +86,18 @@ def _read_body(response: requests.Response, amount: int) -> bytes:
         raise TemporaryError(f"download interrupted: {type(exc).__name__}") from exc
 
 
+def _unbuffered_body(response: requests.Response):
+    """What to call ``readinto`` on for ``response``'s body: the http.client response under
+    urllib3's, which fills the caller's buffer straight from the socket. urllib3 2's own
+    ``readinto`` reads into new bytes objects and copies them over, three copies of every byte
+    of a multi-GB file; it stays in the path only when it must decode a Content-Encoding."""
+    raw = response.raw
+    inner = getattr(raw, "_fp", None)
+    if inner is None or not hasattr(inner, "readinto") or "Content-Encoding" in response.headers:
+        return raw
+    return inner
+
+
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 
@@ -108,11 +120,13 @@ class OriginalSource(Source):
         if resume_at and size is not None and resume_at >= size:
             # Every byte is already in S3; only CompleteMultipartUpload is left.
             self._response, self.offset, self.size, self.etag = None, resume_at, size, etag
+            self._body = None
             return
         headers = {"Range": f"bytes={resume_at}-"} if resume_at else {}
         if resume_at and etag:
             headers["If-Range"] = etag
         self._response = _open_cdn(client.session, url, headers)
+        self._body = _unbuffered_body(self._response)
         self.content_type = self._response.headers.get("Content-Type", self.content_type)
         self.etag = self._response.headers.get("ETag")
         length = self._response.headers.get("Content-Length")
@@ -136,7 +150,7 @@ class OriginalSource(Source):
         if self._response is None:
             return 0
         try:
-            count = self._response.raw.readinto(view)
+            count = self._body.readinto(view)
         except Exception as exc:  # urllib3 raises several unrelated types for a broken body
             raise TemporaryError(f"download interrupted: {type(exc).__name__}") from exc
         self._check(count)

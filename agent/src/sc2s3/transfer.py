@@ -4,9 +4,10 @@
 Streams a :class:`~sc2s3.sources.Source` into one S3 object with bounded memory.
 
 Up to ``part_size`` bytes are read; if the source ends there, one PutObject carries them.
-Otherwise a multipart upload is created and each part is sent with its SHA-256 as an S3 additional
-checksum (S3 API: UploadPart ``ChecksumSHA256``; CompleteMultipartUpload answers the COMPOSITE
-checksum ``base64(sha256(part digests))-N``, which is checked against what was sent).
+Otherwise a multipart upload is created and each part is sent with an S3 additional checksum
+(:mod:`sc2s3.checksums`: CRC32 for new uploads; S3 API UploadPart ``ChecksumCRC32``);
+CompleteMultipartUpload answers the COMPOSITE checksum, which is checked against what was sent.
+The whole file's SHA-256 is computed on the way, for the catalog.
 
 Memory: a part buffer is held from the moment it is read until its UploadPart returns. Buffers come
 from one process-wide :class:`PartBuffers` pool and go back to it, so the parts in memory never
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .checksums import PART_ALGORITHM, b64, composite, field, new
 from .errors import IntegrityError, Sc2s3Error, TemporaryError
 from .logs import log
 from .resume import PartRecord, ResumeStore, UploadState, abort_upload
@@ -46,8 +48,8 @@ class AlreadyArchived(Sc2s3Error):
 @dataclass(frozen=True)
 class UploadResult:
     """What landed in S3: ``size`` bytes, whole-object ``sha256`` (hex; None after a resume),
-    ``s3_checksum`` as S3 reports it (``base64`` or ``base64-N`` for multipart), ``parts`` count,
-    ``version_id``."""
+    ``s3_checksum`` as S3 reports it (``base64`` or ``base64-N`` for multipart) and its
+    ``checksum_algorithm`` (``CRC32``, ``SHA256``), ``parts`` count, ``version_id``."""
 
     key: str
     size: int
@@ -55,6 +57,7 @@ class UploadResult:
     s3_checksum: str
     parts: int
     version_id: str | None
+    checksum_algorithm: str = PART_ALGORITHM
 
 
 class PartBuffers:
@@ -101,15 +104,6 @@ class _CappedBuffers:
     def release(self, buffer: bytearray) -> None:
         self.pool.release(buffer)
         self._cap.release()
-
-
-def b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode("ascii")
-
-
-def composite_sha256(part_digests: list[bytes]) -> str:
-    """S3's COMPOSITE SHA-256 of a multipart object: ``base64(sha256(d1 + d2 + ...))-N``."""
-    return f"{b64(hashlib.sha256(b''.join(part_digests)).digest())}-{len(part_digests)}"
 
 
 READ_CHUNK = 1024 * 1024  # bytes per read into a part buffer: bounds urllib3's transient copy
@@ -190,7 +184,7 @@ class StreamingUpload:
             state = resume.model_copy(update={"parts": {p.number: p for p in resume.contiguous()}})
             return self._multipart(source, state, [], None)
         whole = hashlib.sha256()
-        buffer, size, checksum = self._read_next(source, whole)
+        buffer, size, checksum = self._read_next(source, whole, PART_ALGORITHM)
         if size < self.part_size:
             try:
                 return self._put_single(_body(buffer, size), checksum, whole)
@@ -206,11 +200,11 @@ class StreamingUpload:
         del buffer
         return self._multipart(source, state, handover, whole)
 
-    def _read_next(self, source: Source, whole) -> tuple[bytearray, int, str]:
-        """A buffer filled with the next part, its size, and its SHA-256 (base64); ``whole`` (if
-        not None) is updated too. The buffer is held until its part is uploaded."""
+    def _read_next(self, source: Source, whole, algorithm: str) -> tuple[bytearray, int, str]:
+        """A buffer filled with the next part, its size, and its ``algorithm`` checksum (base64);
+        ``whole`` (if not None) is updated too. The buffer is held until its part is uploaded."""
         buffer = self.buffers.acquire()
-        part = hashlib.sha256()
+        part = new(algorithm)
         try:
             size = read_part(source, buffer, (part, whole) if whole is not None else (part,))
         except BaseException:
@@ -222,25 +216,26 @@ class StreamingUpload:
         try:
             answer = self.s3.put_object(
                 Bucket=self.bucket, Key=self.key, Body=body, ContentType=self.content_type,
-                Metadata=self.metadata, ChecksumSHA256=checksum, IfNoneMatch="*")
+                Metadata=self.metadata, IfNoneMatch="*", **{field(PART_ALGORITHM): checksum})
         except (ClientError, BotoCoreError) as exc:
             raise _s3_error(exc, f"PutObject {self.key}") from exc
-        if answer.get("ChecksumSHA256") not in (None, checksum):
-            raise IntegrityError(f"{self.key}: S3 stored checksum {answer['ChecksumSHA256']}, "
-                                 f"sent {checksum}")
+        stored = answer.get(field(PART_ALGORITHM))
+        if stored not in (None, checksum):
+            raise IntegrityError(f"{self.key}: S3 stored checksum {stored}, sent {checksum}")
         self.on_bytes(len(body))
         return UploadResult(self.key, len(body), whole.hexdigest(), checksum, 1,
-                            answer.get("VersionId"))
+                            answer.get("VersionId"), PART_ALGORITHM)
 
     def _create(self) -> UploadState:
         try:
             upload_id = self.s3.create_multipart_upload(
                 Bucket=self.bucket, Key=self.key, ContentType=self.content_type,
-                Metadata=self.metadata, ChecksumAlgorithm="SHA256")["UploadId"]
+                Metadata=self.metadata, ChecksumAlgorithm=PART_ALGORITHM)["UploadId"]
         except (ClientError, BotoCoreError) as exc:
             raise _s3_error(exc, f"CreateMultipartUpload {self.key}") from exc
         state = UploadState(key=self.key, upload_id=upload_id, content_type=self.content_type,
-                            part_size=self.part_size, **self.identity)
+                            part_size=self.part_size, checksum_algorithm=PART_ALGORITHM,
+                            **self.identity)
         if self.resume_store is not None:
             try:
                 self.resume_store.save(state)  # before any part: the upload is never orphaned
@@ -256,7 +251,7 @@ class StreamingUpload:
         try:
             while True:
                 buffer, size, checksum = handover.pop() if handover else self._read_next(
-                    source, whole)
+                    source, whole, state.checksum_algorithm)
                 if not size:
                     self.buffers.release(buffer)
                     break
@@ -298,31 +293,32 @@ class StreamingUpload:
             body = _body(buffer, size)
             answer = self.s3.upload_part(
                 Bucket=self.bucket, Key=self.key, UploadId=state.upload_id, PartNumber=number,
-                Body=body, ChecksumSHA256=checksum)
+                Body=body, **{field(state.checksum_algorithm): checksum})
         finally:
             body = None
             self.buffers.release(buffer)
         with self._state_lock:
             state.parts[number] = PartRecord(number=number, size=size, etag=answer["ETag"],
-                                             sha256=checksum)
+                                             checksum=checksum)
             if self.resume_store is not None:
                 self.resume_store.save(state)
         self.on_bytes(size)
 
     def _complete(self, state: UploadState, whole) -> UploadResult:
         parts = [state.parts[number] for number in sorted(state.parts)]
-        expected = composite_sha256([base64.b64decode(p.sha256) for p in parts])
+        algorithm = state.checksum_algorithm
+        expected = composite(algorithm, [base64.b64decode(p.checksum) for p in parts])
         answer = self.s3.complete_multipart_upload(
             Bucket=self.bucket, Key=self.key, UploadId=state.upload_id,
             MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag,
-                                        "ChecksumSHA256": p.sha256} for p in parts]},
+                                        field(algorithm): p.checksum} for p in parts]},
             IfNoneMatch="*")
-        reported = answer.get("ChecksumSHA256")
+        reported = answer.get(field(algorithm))
         if reported is not None and reported != expected:
             raise IntegrityError(f"{self.key}: S3 reports checksum {reported}, sent {expected}")
         return UploadResult(self.key, sum(p.size for p in parts),
                             whole.hexdigest() if whole is not None else None, expected,
-                            len(parts), answer.get("VersionId"))
+                            len(parts), answer.get("VersionId"), algorithm)
 
     def _release(self, state: UploadState) -> None:
         # Any host may resume at once; if S3 is down, the lease simply expires.

@@ -3,7 +3,8 @@
 
 Reads archived objects back and checks every byte against what was recorded at mirror time: the
 whole-file SHA-256 in the catalog and the S3 additional checksum (HeadObject ``ChecksumMode=ENABLED``,
-S3 API "Checking object integrity"), recomputed part by part with the object's ``sc-part-size``.
+S3 API "Checking object integrity"), recomputed part by part with the object's ``sc-part-size`` in
+whichever algorithm S3 reports (:mod:`sc2s3.checksums`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import BinaryIO
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .archive import Catalog, CatalogStore, Layout, Revision
+from .checksums import PART_ALGORITHM, b64, composite, new, reported
 from .config import Config
 from .errors import TemporaryError
 from .logs import log
 from .progress import Reporter
-from .transfer import b64, composite_sha256
 
 READ_CHUNK = 1024 * 1024
 
@@ -28,13 +29,14 @@ READ_CHUNK = 1024 * 1024
 @dataclass(frozen=True)
 class ObjectDigest:
     """An object as read back: ``size`` (bytes), ``sha256`` (hex), ``computed_checksum`` (S3 style,
-    from the bytes), ``s3_checksum`` (what S3 reports, or None), ``part_size`` (bytes) and
-    ``metadata``."""
+    from the bytes), ``s3_checksum`` (what S3 reports, or None) and its ``checksum_algorithm``,
+    ``part_size`` (bytes) and ``metadata``."""
 
     size: int
     sha256: str
     computed_checksum: str
     s3_checksum: str | None
+    checksum_algorithm: str
     part_size: int | None
     version_id: str | None
     metadata: dict[str, str]
@@ -63,7 +65,9 @@ def read_object_digest(s3, bucket: str, key: str, version_id: str | None = None,
         raise TemporaryError(f"cannot read {key}: {exc}") from exc
     metadata = answer.get("Metadata", {})
     part_size = int(metadata["sc-part-size"]) if metadata.get("sc-part-size", "").isdigit() else None
-    whole, part, part_filled, part_digests, size = hashlib.sha256(), hashlib.sha256(), 0, [], 0
+    algorithm, s3_checksum = reported(answer)
+    algorithm = algorithm or PART_ALGORITHM
+    whole, part, part_filled, part_digests, size = hashlib.sha256(), new(algorithm), 0, [], 0
     try:
         for chunk in answer["Body"].iter_chunks(READ_CHUNK):
             whole.update(chunk)
@@ -72,22 +76,21 @@ def read_object_digest(s3, bucket: str, key: str, version_id: str | None = None,
             size += len(chunk)
             on_bytes(len(chunk))
             view = memoryview(chunk)
-            while part_size and view:  # split the chunk at part boundaries
-                take = min(len(view), part_size - part_filled)
+            while view:  # split the chunk at part boundaries (no sc-part-size: one part)
+                take = min(len(view), part_size - part_filled) if part_size else len(view)
                 part.update(view[:take])
                 part_filled += take
                 view = view[take:]
                 if part_filled == part_size:
                     part_digests.append(part.digest())
-                    part, part_filled = hashlib.sha256(), 0
+                    part, part_filled = new(algorithm), 0
     except (BotoCoreError, OSError) as exc:
         raise TemporaryError(f"reading {key} failed: {exc}") from exc
-    if part_filled:
+    if part_filled or not part_digests:
         part_digests.append(part.digest())
-    reported = answer.get("ChecksumSHA256")
-    multipart = reported is not None and "-" in reported
-    computed = composite_sha256(part_digests) if multipart else b64(whole.digest())
-    return ObjectDigest(size, whole.hexdigest(), computed, reported, part_size,
+    multipart = s3_checksum is not None and "-" in s3_checksum
+    computed = composite(algorithm, part_digests) if multipart else b64(part_digests[0])
+    return ObjectDigest(size, whole.hexdigest(), computed, s3_checksum, algorithm, part_size,
                         answer.get("VersionId"), metadata)
 
 
@@ -102,6 +105,10 @@ def check_revision(digest: ObjectDigest, revision: Revision, track_urn: str) -> 
         problems.append("S3 reports no checksum")
     elif digest.computed_checksum != digest.s3_checksum:
         problems.append("bytes do not match the S3 checksum")
+    elif (digest.checksum_algorithm, digest.s3_checksum) != (revision.checksum_algorithm,
+                                                              revision.s3_checksum):
+        problems.append(f"S3 checksum {digest.checksum_algorithm} {digest.s3_checksum} != "
+                        f"catalog {revision.checksum_algorithm} {revision.s3_checksum}")
     if digest.metadata.get("sc-urn") != track_urn:
         problems.append(f"sc-urn metadata is {digest.metadata.get('sc-urn')!r}")
     return problems
