@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 import zlib
 
 import pytest
@@ -97,10 +98,21 @@ def test_mirror_archives_every_track_byte_identical(sim, make_agent, s3, bucket)
     assert archived["soundcloud:tracks:2006"]["checksum"].endswith("-3")  # COMPOSITE of 3 parts
 
     sim.reset_counters()
+    written = bookkeeping_written_at(s3, bucket)
+    time.sleep(1.1)  # LastModified counts whole seconds
     second = agent.run("mirror", "--once")
     assert second.returncode == 0, second.stderr
     assert sim.counters["cdn_bytes"] == 0
     assert sim.counters["download"] == 0 and sim.counters["streams"] == 0
+    # Nothing changed upstream: no object is rewritten (no new versions in a versioned bucket).
+    assert bookkeeping_written_at(s3, bucket) == written
+
+
+def bookkeeping_written_at(s3, bucket: str) -> dict[str, object]:
+    """LastModified of the README, the catalog and the user JSON."""
+    keys = ["archive/README.txt", f"archive/soundcloud:users:{USER_ID}/catalog.json",
+            f"archive/soundcloud:users:{USER_ID}/user.json"]
+    return {key: s3.head_object(Bucket=bucket, Key=key)["LastModified"] for key in keys}
 
 
 def test_catalog_and_track_json_describe_the_archive(sim, make_agent, s3, bucket):

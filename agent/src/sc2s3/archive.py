@@ -197,6 +197,11 @@ class Catalog(_Model):
             mine.checked_at = max(filter(None, (mine.checked_at, theirs.checked_at)), default=None)
 
 
+def _content_digest(catalog: Catalog) -> str:
+    # What the catalog says, leaving out when it was last written.
+    return hashlib.sha256(catalog.model_dump_json(exclude={"updated_at"}).encode()).hexdigest()
+
+
 class CatalogStore:
     """Reads and writes catalogs in the bucket, safely against concurrent writers.
 
@@ -208,6 +213,7 @@ class CatalogStore:
     def __init__(self, s3, bucket: str, layout: Layout):
         self.s3, self.bucket, self.layout = s3, bucket, layout
         self._etags: dict[str, str | None] = {}
+        self._stored: dict[str, str] = {}  # user URN -> content digest of the catalog in S3
         self._lock = threading.Lock()
 
     def load(self, user_urn: str) -> Catalog:
@@ -215,6 +221,8 @@ class CatalogStore:
         key = self.layout.catalog(user_urn)
         catalog, etag = self._get(key, user_urn)
         self._etags[user_urn] = etag
+        if catalog is not None:
+            self._stored[user_urn] = _content_digest(catalog)
         return catalog or Catalog(user_urn=user_urn)
 
     def _get(self, key: str, user_urn: str) -> tuple[Catalog | None, str | None]:
@@ -231,10 +239,16 @@ class CatalogStore:
         return catalog, etag
 
     def save(self, catalog: Catalog) -> None:
-        """Write ``catalog`` (merged with any concurrent remote change)."""
+        """Write ``catalog`` (merged with any concurrent remote change), unless it is what S3
+        already holds: an idle cycle must not add a version to a versioned bucket.
+
+        :raises TemporaryError: S3 unreachable, or the catalog keeps changing remotely.
+        """
         with self._lock:
             key = self.layout.catalog(catalog.user_urn)
             for _attempt in range(5):
+                if self._stored.get(catalog.user_urn) == _content_digest(catalog):
+                    return
                 catalog.updated_at = utc_now()
                 etag = self._etags.get(catalog.user_urn)
                 condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
@@ -243,6 +257,7 @@ class CatalogStore:
                         Bucket=self.bucket, Key=key, ContentType="application/json",
                         Body=catalog.model_dump_json(indent=1).encode(), **condition)
                     self._etags[catalog.user_urn] = answer.get("ETag")
+                    self._stored[catalog.user_urn] = _content_digest(catalog)
                     return
                 except ClientError as exc:
                     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -254,12 +269,19 @@ class CatalogStore:
                 if remote is not None:
                     catalog.merge(remote)
                 self._etags[catalog.user_urn] = remote_etag
+                self._stored.pop(catalog.user_urn, None)  # merged: it differs from S3 now
                 log.info("catalog changed remotely; merged", key=key)
             raise TemporaryError(f"cannot write {key}: it keeps changing under us")
 
     def put_json(self, key: str, data: object, *, overwrite: bool) -> None:
-        """Store ``data`` as JSON at ``key`` (never replacing an existing object unless ``overwrite``)."""
+        """Store ``data`` as JSON at ``key``. Without ``overwrite`` an existing object is never
+        replaced; with it, it is replaced only when its bytes differ (no new version otherwise).
+
+        :raises TemporaryError: S3 unreachable.
+        """
         body = json.dumps(data, indent=1, ensure_ascii=False).encode()
+        if overwrite and get_object_body(self.s3, self.bucket, key)[0] == body:
+            return
         self._put(key, body, "application/json", overwrite=overwrite)
 
     def get_json(self, key: str) -> object:
