@@ -3,12 +3,15 @@
 For each track size every tool copies the same simulated track from the SoundCloud simulator's
 CDN into one SeaweedFS bucket, one at a time, each as its own process: the source limit (curl to
 /dev/null), the sink limit (boto3 multipart from memory), sc2s3 (``sc2s3 mirror --once``) and the
-peers (rclone copyurl, boto3 upload_fileobj, smart_open). Then, on the largest track, each copier
-is SIGKILLed once the CDN has sent half the file and run again to completion. Prints the tables
-and PASS/FAIL lines; exits 0 whatever they say (1 only if the benchmark itself broke).
+peers (rclone copyurl, boto3 upload_fileobj, smart_open). The tools take turns for several rounds
+(each round starting with the next tool), and each is judged by its median round: on a shared
+2-core machine one tool's consecutive runs differ by up to 10 %, more than the tools differ.
+Then, on the largest track, each copier is SIGKILLed once the CDN has sent half the file and run
+again to completion. Prints the tables and PASS/FAIL lines; exits 0 whatever they say (1 only if
+the benchmark itself broke).
 
-    .venv/bin/python bench/compare.py            # 1 GiB and 4 GiB
-    .venv/bin/python bench/compare.py --quick    # 256 MiB and 512 MiB
+    .venv/bin/python bench/compare.py            # 1 GiB and 4 GiB, 3 rounds
+    .venv/bin/python bench/compare.py --quick    # 256 MiB and 512 MiB, 1 round
 """
 
 from __future__ import annotations
@@ -36,12 +39,13 @@ from harness import (
     run_measured,
     simulator,
 )
-from report import KillRow, Results, Row
+from report import KillRow, Results, Row, median_row
 from tools import PEER, SC2S3, TOOLS, Job, Tool
 
 BUCKET = "bench"
 FULL_SIZES_MIB = (1024, 4096)
 QUICK_SIZES_MIB = (256, 512)
+ROUNDS = 3
 KILL_AT = 0.5  # fraction of the file the CDN has sent when the copier is killed
 
 
@@ -51,6 +55,8 @@ def parse_args() -> argparse.Namespace:
                         help=f"smoke run: {' + '.join(map(str, QUICK_SIZES_MIB))} MiB")
     parser.add_argument("--sizes-mib", type=int, nargs="+",
                         help=f"track sizes (default {' + '.join(map(str, FULL_SIZES_MIB))})")
+    parser.add_argument("--rounds", type=int,
+                        help=f"turns per tool and size (default {ROUNDS}; 1 with --quick)")
     parser.add_argument("--part-size-mib", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--tools", nargs="+", choices=[t.name for t in TOOLS],
@@ -63,6 +69,10 @@ def parse_args() -> argparse.Namespace:
     if args.sizes_mib is None:
         args.sizes_mib = list(QUICK_SIZES_MIB if args.quick else FULL_SIZES_MIB)
     args.sizes_mib = sorted(args.sizes_mib)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else ROUNDS
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     return args
 
 
@@ -152,21 +162,25 @@ class Bench:
 def run_all(args: argparse.Namespace, bench: Bench) -> Results:
     tools = [t for t in TOOLS if t.name in args.tools]
     rows: list[Row] = []
-    total = len(args.sizes_mib) * len(tools)
+    total = len(args.sizes_mib) * len(tools) * args.rounds
     for size_mib in args.sizes_mib:
         progress(f"SHA-256 of the {size_mib} MiB source ...")
         original_sha256(bench.tracks[size_mib * MIB][1])  # cached; keeps it out of any timing
-        for tool in tools:
-            progress(f"[{len(rows) + 1}/{total}] {tool.name} {size_mib} MiB ...")
-            rows.append(bench.copy(tool, size_mib * MIB))
-            run = rows[-1].run
-            progress(f"    {run.elapsed_s:.1f} s, peak RSS {run.rss_mib:.0f} MiB, "
-                     f"exit {run.exit_code}{' TIMEOUT' if run.timed_out else ''}")
+        for round_ in range(args.rounds):
+            # Each round starts one tool later, so no tool always follows the same one.
+            shift = round_ % len(tools)
+            for tool in tools[shift:] + tools[:shift]:
+                progress(f"[{len(rows) + 1}/{total}] {tool.name} {size_mib} MiB "
+                         f"(round {round_ + 1}) ...")
+                rows.append(bench.copy(tool, size_mib * MIB))
+                run = rows[-1].run
+                progress(f"    {run.elapsed_s:.1f} s, peak RSS {run.rss_mib:.0f} MiB, "
+                         f"exit {run.exit_code}{' TIMEOUT' if run.timed_out else ''}")
     kills: list[KillRow] = []
     if not args.no_kill:
         size = args.sizes_mib[-1] * MIB
         for tool in (t for t in tools if t.kind in (SC2S3, PEER)):
-            clean = next((r for r in rows if r.tool == tool.name and r.size == size), None)
+            clean = median_row([r for r in rows if r.tool == tool.name and r.size == size])
             progress(f"[kill] {tool.name} {size // MIB} MiB: SIGKILL at {KILL_AT:.0%}, rerun ...")
             kills.append(bench.kill_and_rerun(
                 tool, size, clean.run.elapsed_s if clean and clean.run.ok else None))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 from harness import MIB, Measured
@@ -17,7 +18,9 @@ PEER_REDO_MIN = 0.5  # after a kill at 50 % every peer re-transfers >= 50 % of t
 @dataclass
 class Row:
     """One tool copying one track: ``cdn_bytes`` it pulled; ``identical`` is None when the tool
-    stores nothing (curl), else whether the stored object's SHA-256 equals the source's."""
+    stores nothing (curl), else whether the stored object's SHA-256 equals the source's.
+    A row standing for several rounds (:func:`median_row`) has ``rounds`` > 1 and ``spread``,
+    the slowest and fastest MB/s among them."""
 
     tool: str
     kind: str
@@ -25,6 +28,8 @@ class Row:
     run: Measured
     cdn_bytes: int
     identical: bool | None
+    rounds: int = 1
+    spread: tuple[float, float] | None = None
 
     @property
     def mb_s(self) -> float | None:
@@ -56,6 +61,22 @@ class KillRow:
         return self.killed.elapsed_s + self.rerun.elapsed_s - self.clean_s
 
 
+def median_row(rounds: list[Row]) -> Row:
+    """One row for the rounds of one tool and size: the run of median time, with the highest
+    peak RSS of them all; a failed round, if any, stands for them instead (it must show)."""
+    failed = [row for row in rounds if not row.run.ok]
+    if failed:
+        return dataclasses.replace(failed[0], rounds=len(rounds))
+    ordered = sorted(rounds, key=lambda row: row.run.elapsed_s)
+    median = ordered[len(ordered) // 2]
+    identical = [row.identical for row in rounds if row.identical is not None]
+    return dataclasses.replace(
+        median, rounds=len(rounds),
+        run=dataclasses.replace(median.run, rss_mib=max(row.run.rss_mib for row in rounds)),
+        identical=all(identical) if identical else None,
+        spread=(ordered[-1].mb_s, ordered[0].mb_s))
+
+
 def _ratio(value: float | None, reference: float | None) -> float | None:
     return value / reference if value and reference else None
 
@@ -71,12 +92,18 @@ def _status(run: Measured) -> str:
 
 
 class Results:
-    """All rows of one benchmark run, with the derived limits and ratios."""
+    """All rows of one benchmark run, with the derived limits and ratios. ``rows`` may hold
+    several rounds per tool and size; tables and checks use their :func:`median_row`."""
 
     def __init__(self, rows: list[Row], kills: list[KillRow], part_size_mib: int,
                  concurrency: int):
-        self.rows, self.kills = rows, kills
+        self.all_rows, self.kills = rows, kills
         self.part_size_mib, self.concurrency = part_size_mib, concurrency
+        groups: dict[tuple[str, int], list[Row]] = {}
+        for row in rows:
+            groups.setdefault((row.tool, row.size), []).append(row)
+        self.rows = [median_row(group) for group in groups.values()]
+        self.rounds = max((row.rounds for row in self.rows), default=1)
 
     @property
     def sizes(self) -> list[int]:
@@ -101,13 +128,16 @@ class Results:
 
     def print_tables(self) -> None:
         print(f"\nThroughput and memory (part size {self.part_size_mib} MiB, concurrency "
-              f"{self.concurrency}; MB/s = 10^6 bytes/s; ratios are MB/s over MB/s)")
-        print(f"{'tool':<11} {'size':>9} {'seconds':>8} {'MB/s':>7} {'/min(src,sink)':>14} "
-              f"{'/best peer':>10} {'peak RSS MiB':>12} {'disk MiB':>8} {'CDN MiB':>8} "
-              f"{'sha256':>6} {'status':>7}")
+              f"{self.concurrency}; MB/s = 10^6 bytes/s; ratios are MB/s over MB/s; median of "
+              f"{self.rounds} round(s), the tools taking turns; 'range' is the slowest and "
+              f"fastest round)")
+        print(f"{'tool':<11} {'size':>9} {'seconds':>8} {'MB/s':>7} {'range':>9} "
+              f"{'/min(src,sink)':>14} {'/best peer':>10} {'peak RSS MiB':>12} {'disk MiB':>8} "
+              f"{'CDN MiB':>8} {'sha256':>6} {'status':>7}")
         for row in self.rows:
+            spread = f"{row.spread[0]:.0f}-{row.spread[1]:.0f}" if row.spread else "-"
             print(f"{row.tool:<11} {_mib(row.size):>9} {row.run.elapsed_s:>8.1f} "
-                  f"{_fmt(row.mb_s, '.0f'):>7} "
+                  f"{_fmt(row.mb_s, '.0f'):>7} {spread:>9} "
                   f"{_fmt(_ratio(row.mb_s, self.limit(row.size)), '.2f'):>14} "
                   f"{_fmt(_ratio(row.mb_s, self.best_peer(row.size)), '.2f'):>10} "
                   f"{row.run.rss_mib:>12.1f} {row.run.disk_write_bytes / MIB:>8.1f} "
@@ -199,7 +229,8 @@ class Results:
 
     def as_json(self) -> dict:
         return {"part_size_mib": self.part_size_mib, "concurrency": self.concurrency,
-                "rows": [{**asdict(r), "mb_s": r.mb_s} for r in self.rows],
+                "rows": [{**asdict(r), "mb_s": r.mb_s} for r in self.all_rows],
+                "medians": [{**asdict(r), "mb_s": r.mb_s} for r in self.rows],
                 "kills": [{**asdict(k), "lost_s": k.lost_s, "redone_bytes": k.redone_bytes}
                           for k in self.kills],
                 "checks": [{"pass": ok, "text": text} for ok, text in self.checks()]}
