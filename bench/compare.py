@@ -183,7 +183,7 @@ def run_all(args: argparse.Namespace, bench: Bench) -> Results:
             clean = median_row([r for r in rows if r.tool == tool.name and r.size == size])
             progress(f"[kill] {tool.name} {size // MIB} MiB: SIGKILL at {KILL_AT:.0%}, rerun ...")
             kills.append(bench.kill_and_rerun(
-                tool, size, clean.run.elapsed_s if clean and clean.run.ok else None))
+                tool, size, clean.run.elapsed_s if clean.run.ok else None))
             kill = kills[-1]
             progress(f"    killed after {kill.killed.elapsed_s:.1f} s, rerun "
                      f"{kill.rerun.elapsed_s:.1f} s, CDN sent {kill.cdn_bytes / MIB:.0f} MiB")

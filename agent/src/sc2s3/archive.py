@@ -25,11 +25,11 @@ import hashlib
 import json
 import threading
 from datetime import UTC, datetime
-from typing import Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .checksums import ChecksumAlgorithm
 from .errors import Sc2s3Error, TemporaryError, UpstreamError
 from .logs import log
 from .s3 import get_object_body
@@ -144,7 +144,7 @@ class Revision(_Model):
     size: int = Field(ge=0)                  # bytes
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     s3_checksum: str                         # as S3 reports it: base64, or base64-N (COMPOSITE)
-    checksum_algorithm: Literal["CRC32", "SHA256"] = "SHA256"  # default: entries of sc2s3 0.2
+    checksum_algorithm: ChecksumAlgorithm = "SHA256"  # the default: entries of sc2s3 0.2
     part_size: int = Field(gt=0)             # bytes per multipart part
     version_id: str | None = None
     archived_at: str
@@ -247,7 +247,8 @@ class CatalogStore:
         with self._lock:
             key = self.layout.catalog(catalog.user_urn)
             for _attempt in range(5):
-                if self._stored.get(catalog.user_urn) == _content_digest(catalog):
+                digest = _content_digest(catalog)
+                if self._stored.get(catalog.user_urn) == digest:
                     return
                 catalog.updated_at = utc_now()
                 etag = self._etags.get(catalog.user_urn)
@@ -257,7 +258,7 @@ class CatalogStore:
                         Bucket=self.bucket, Key=key, ContentType="application/json",
                         Body=catalog.model_dump_json(indent=1).encode(), **condition)
                     self._etags[catalog.user_urn] = answer.get("ETag")
-                    self._stored[catalog.user_urn] = _content_digest(catalog)
+                    self._stored[catalog.user_urn] = digest
                     return
                 except ClientError as exc:
                     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")

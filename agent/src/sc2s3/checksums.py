@@ -16,9 +16,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import zlib
+from typing import Literal, get_args
 
-PART_ALGORITHM = "CRC32"  # for new uploads; an upload resumed keeps the algorithm it started with
-ALGORITHMS = ("CRC32", "SHA256")
+ChecksumAlgorithm = Literal["CRC32", "SHA256"]  # the ones sc2s3 uses, as S3 names them
+ALGORITHMS: tuple[ChecksumAlgorithm, ...] = get_args(ChecksumAlgorithm)
+PART_ALGORITHM: ChecksumAlgorithm = "CRC32"  # new uploads; a resumed one keeps its own
 
 
 class Crc32:
@@ -63,7 +65,7 @@ def composite(algorithm: str, part_digests: list[bytes]) -> str:
     return f"{b64(whole.digest())}-{len(part_digests)}"
 
 
-def reported(answer: dict) -> tuple[str | None, str | None]:
+def reported(answer: dict) -> tuple[ChecksumAlgorithm | None, str | None]:
     """``(algorithm, value)`` of the checksum an S3 answer (HeadObject, GetObject with
     ``ChecksumMode=ENABLED``, ListParts entry) reports, or ``(None, None)`` when it has none."""
     for algorithm in ALGORITHMS:

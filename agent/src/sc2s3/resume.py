@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from typing import Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
@@ -68,7 +67,7 @@ class UploadState(BaseModel):
     source: str
     content_type: str
     part_size: int = Field(gt=0)
-    checksum_algorithm: Literal["CRC32", "SHA256"] = "SHA256"  # default: states of sc2s3 0.2
+    checksum_algorithm: checksums.ChecksumAlgorithm = "SHA256"  # the default: states of sc2s3 0.2
     cdn_etag: str | None = None
     cdn_size: int | None = None
     parts: dict[int, PartRecord] = Field(default_factory=dict)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .checksums import PART_ALGORITHM, b64, composite, field, new
+from .checksums import PART_ALGORITHM, ChecksumAlgorithm, b64, composite, field, new
 from .errors import IntegrityError, Sc2s3Error, TemporaryError
 from .logs import log
 from .resume import PartRecord, ResumeStore, UploadState, abort_upload
@@ -57,7 +57,7 @@ class UploadResult:
     s3_checksum: str
     parts: int
     version_id: str | None
-    checksum_algorithm: str = PART_ALGORITHM
+    checksum_algorithm: ChecksumAlgorithm
 
 
 class PartBuffers:
@@ -200,7 +200,8 @@ class StreamingUpload:
         del buffer
         return self._multipart(source, state, handover, whole)
 
-    def _read_next(self, source: Source, whole, algorithm: str) -> tuple[bytearray, int, str]:
+    def _read_next(self, source: Source, whole,
+                   algorithm: ChecksumAlgorithm) -> tuple[bytearray, int, str]:
         """A buffer filled with the next part, its size, and its ``algorithm`` checksum (base64);
         ``whole`` (if not None) is updated too. The buffer is held until its part is uploaded."""
         buffer = self.buffers.acquire()

@@ -17,7 +17,7 @@ from typing import BinaryIO
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .archive import Catalog, CatalogStore, Layout, Revision
-from .checksums import PART_ALGORITHM, b64, composite, new, reported
+from .checksums import PART_ALGORITHM, ChecksumAlgorithm, b64, composite, new, reported
 from .config import Config
 from .errors import TemporaryError
 from .logs import log
@@ -36,7 +36,7 @@ class ObjectDigest:
     sha256: str
     computed_checksum: str
     s3_checksum: str | None
-    checksum_algorithm: str
+    checksum_algorithm: ChecksumAlgorithm
     part_size: int | None
     version_id: str | None
     metadata: dict[str, str]
