@@ -10,8 +10,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 VENV_STAMP := $(VENV)/.installed
 SANDBOX := $(BIN)/python inventory/sandbox/sandbox.py
-# apt packages the controller needs: venv creation, podman test hosts, SSH to them, `ss`.
-APT_PACKAGES := python3-venv podman debootstrap runc openssh-client iproute2
+# apt packages the controller needs: venv creation, podman test hosts, SSH to them, `ss`,
+# faketime (agents with a skewed clock in the fleet tests).
+APT_PACKAGES := python3-venv podman debootstrap runc openssh-client iproute2 faketime
 RUFF_PATHS := $(wildcard agent inventory/sandbox tests bench)
 # The provision play talks to moto, which accepts any credentials (sandbox only).
 MOTO_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1

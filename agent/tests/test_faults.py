@@ -139,7 +139,8 @@ def test_429_with_reset_time_defers_new_plays_until_the_reset(make_agent, s3, bu
         first_run = mirror_once(agent, sim)
         assert first_run.returncode == EXIT_TEMPFAIL, first_run.stdout[-3000:]
         assert sim.counters["download"] == 1  # no retry of a 429 that says "in an hour"
-        plays = json.loads((agent.config_path.parent / "state" / "plays.json").read_text())
+        plays = json.loads(s3.get_object(Bucket=bucket, Key="archive/state/plays.json")["Body"]
+                           .read())  # the fleet's ledger: every host sees the block
         assert plays["blocked_until"] > time.time() + 3000
         second_run = mirror_once(agent, sim)  # a restart must not forget the reset
         assert second_run.returncode == EXIT_TEMPFAIL

@@ -18,8 +18,6 @@ import requests
 from conftest import AGENT_BIN, CLIENT_ID, CLIENT_SECRET
 from soundcloud_sim import Catalog, Simulator, Track, User, original_sha256
 
-from sc2s3.resume import LeaseHeld, ResumeStore, UploadState
-
 MIB = 1024 * 1024
 PART = 5 * MIB
 CONCURRENCY = 2
@@ -178,29 +176,6 @@ def test_s3_server_restart_mid_upload(make_agent, seaweed, s3, bucket):
         assert bounced.is_set(), "the transfer never reached 60 MiB"
         assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     assert_archived_intact(s3, bucket, track)
-
-
-@pytest.mark.timeout(60)
-def test_a_track_lease_keeps_a_second_host_off_until_released_or_expired(s3, bucket):
-    host_a = ResumeStore(s3, bucket, "archive/", owner="host-a", lease_s=600)
-    host_b = ResumeStore(s3, bucket, "archive/", owner="host-b", lease_s=600)
-    urn = "soundcloud:tracks:76"
-    assert host_a.acquire(urn) is None  # a claim: nothing parked yet
-    with pytest.raises(LeaseHeld):
-        host_b.acquire(urn)
-    assert host_a.acquire(urn) is None  # its own host takes it back (a restart after SIGKILL)
-    state = UploadState(track_urn=urn, key="archive/k", upload_id="u-1", source="original",
-                        content_type="audio/mpeg", part_size=PART)
-    host_a.save(state)
-    with pytest.raises(LeaseHeld):
-        host_b.acquire(urn)
-    host_a.release(state)  # parked on SIGTERM: anyone may resume it now
-    resumed = host_b.acquire(urn)
-    assert resumed is not None and resumed.upload_id == "u-1" and resumed.owner == "host-b"
-    short = ResumeStore(s3, bucket, "archive/", owner="host-c", lease_s=0.5)
-    short.save(resumed)  # host-c's lease lapses: a killed host does not block the track for long
-    time.sleep(1)
-    assert host_a.acquire(urn).upload_id == "u-1"
 
 
 def test_an_upload_parked_by_0_2_resumes_with_its_sha256_part_checksums(make_agent, s3, bucket):

@@ -13,6 +13,7 @@ no title or API field can steer a key outside the prefix::
     {prefix}{user_urn}/{track_urn}/r{n}/track.json             the track's API JSON at revision n
     {prefix}{user_urn}/{track_urn}/metadata/m{k}.json          the track's JSON after edit k
     {prefix}state/uploads/{track_urn}.json                     resume state (sc2s3.resume)
+    {prefix}state/leases/, state/hosts/, state/plays.json      the fleet (sc2s3.fleet, .plays)
 
 Audio objects carry user metadata ``sc-urn``, ``sc-source``, ``sc-part-size`` (bytes per part, to
 recompute the COMPOSITE checksum) and an S3 additional checksum (:mod:`sc2s3.checksums`); the
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .checksums import ChecksumAlgorithm
 from .errors import Sc2s3Error, TemporaryError, UpstreamError
+from .leases import Lease
 from .logs import log
 from .s3 import get_object_body
 from .soundcloud import TRACK_URN, USER_URN
@@ -46,7 +48,9 @@ Tracks of SoundCloud accounts, mirrored by sc2s3. Layout under this prefix:
   <user_urn>/<track_urn>/r<n>/audio.<ext>     revision n of the track's audio
   <user_urn>/<track_urn>/r<n>/track.json      the track's API JSON when revision n was archived
   <user_urn>/<track_urn>/metadata/m<k>.json   the track's API JSON after its k-th metadata edit
-  state/uploads/<track_urn>.json              progress of an upload in flight (not an archive)
+  state/                                      bookkeeping, not the archive: uploads in flight
+                                              (uploads/), which host holds which account
+                                              (leases/, hosts/), the app's play ledger (plays.json)
 
 Each audio object carries user metadata sc-urn (track URN), sc-source ("original" or the HLS
 preset it was assembled from, e.g. hls_aac_160) and sc-part-size (bytes per multipart part).
@@ -185,13 +189,14 @@ class Catalog(_Model):
     tracks: dict[str, TrackEntry] = Field(default_factory=dict)
 
     def merge(self, other: Catalog) -> None:
-        """Fold ``other`` (another writer's copy) into this one, losing no revision."""
+        """Fold ``other`` (a copy written meanwhile, e.g. by a holder whose lease had just
+        expired) into this one, losing no revision or edit."""
         for urn, theirs in other.tracks.items():
             mine = self.tracks.setdefault(urn, theirs)
             known = {revision.key for revision in mine.revisions}
             mine.revisions.extend(r for r in theirs.revisions if r.key not in known)
             mine.revisions.sort(key=lambda r: r.revision)
-            mine.deleted_upstream_at = mine.deleted_upstream_at or theirs.deleted_upstream_at
+            # deleted_upstream_at stays ours: the account's holder listed it last.
             edits = {edit.key for edit in mine.metadata_edits}
             mine.metadata_edits.extend(e for e in theirs.metadata_edits if e.key not in edits)
             mine.checked_at = max(filter(None, (mine.checked_at, theirs.checked_at)), default=None)
@@ -203,11 +208,13 @@ def _content_digest(catalog: Catalog) -> str:
 
 
 class CatalogStore:
-    """Reads and writes catalogs in the bucket, safely against concurrent writers.
+    """Reads and writes catalogs in the bucket.
 
-    Writes are conditional (``IfMatch`` on the ETag read, ``IfNoneMatch='*'`` for a new catalog);
-    on 412 the remote copy is merged in and the write retried, so two hosts never lose each
-    other's revisions.
+    Writes are fenced by the account's lease and conditional (``IfMatch`` on the ETag read,
+    ``IfNoneMatch='*'`` for a new catalog). On 412 the lease is renewed: if it was lost the write
+    is dropped (:class:`~sc2s3.leases.LeaseLost`); if it still holds, the copy another writer left
+    (a holder whose lease had just expired, an older agent) is merged in and the write retried, so
+    no revision is ever lost.
     """
 
     def __init__(self, s3, bucket: str, layout: Layout):
@@ -238,11 +245,13 @@ class CatalogStore:
             raise Sc2s3Error(f"{key} belongs to {catalog.user_urn}, not {user_urn}")
         return catalog, etag
 
-    def save(self, catalog: Catalog) -> None:
+    def save(self, catalog: Catalog, lease: Lease | None = None) -> None:
         """Write ``catalog`` (merged with any concurrent remote change), unless it is what S3
         already holds: an idle cycle must not add a version to a versioned bucket.
 
+        :param lease: the account's lease (None: unfenced, for tools outside a fleet).
         :raises TemporaryError: S3 unreachable, or the catalog keeps changing remotely.
+        :raises LeaseLost: another process holds the account now (nothing was written).
         """
         with self._lock:
             key = self.layout.catalog(catalog.user_urn)
@@ -250,6 +259,8 @@ class CatalogStore:
                 digest = _content_digest(catalog)
                 if self._stored.get(catalog.user_urn) == digest:
                     return
+                if lease is not None:
+                    lease.fence()
                 catalog.updated_at = utc_now()
                 etag = self._etags.get(catalog.user_urn)
                 condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
@@ -266,6 +277,8 @@ class CatalogStore:
                         raise TemporaryError(f"cannot write {key}: {exc}") from exc
                 except BotoCoreError as exc:
                     raise TemporaryError(f"cannot write {key}: {exc}") from exc
+                if lease is not None:
+                    lease.store.renew(lease)  # raises LeaseLost if the writer took the account
                 remote, remote_etag = self._get(key, catalog.user_urn)
                 if remote is not None:
                     catalog.merge(remote)

@@ -71,20 +71,27 @@ def run(config_file: str | None) -> None:
 @click.option("--dry-run", is_flag=True, help="List what would be mirrored; write nothing.")
 def mirror(config_file: str | None, once: bool, accounts: tuple[str, ...], dry_run: bool) -> None:
     """Mirror the configured accounts once."""
+    from .fleet import join
     from .mirror import Mirror
 
     config = _load(config_file)
     reporter = make_reporter()
-    soundcloud = SoundCloudClient(config.soundcloud, Path(config.agent.state_dir))
+    s3 = make_s3_client(config)
+    fleet, budget = join(config, s3, member=False)
+    soundcloud = SoundCloudClient(config.soundcloud, budget, Path(config.agent.state_dir))
+    fleet.start()  # renews the leases this run takes, while it runs
     try:
-        with Mirror(config, soundcloud, make_s3_client(config), reporter=reporter) as engine:
+        with Mirror(config, soundcloud, s3, fleet, reporter=reporter) as engine:
             result = engine.run_cycle(list(accounts) or None, dry_run=dry_run)
     finally:
+        fleet.stop()
         reporter.close()
     if dry_run:
         for urn in result.planned:
             click.echo(urn)
-    if result.unreachable or result.rate_limited:
+    for held in result.held_elsewhere:
+        click.echo(f"sc2s3: skipped {held}; its holder mirrors it", err=True)
+    if result.incomplete:
         _exit_now(EXIT_TEMPFAIL)
     failed = result.failed or result.deferred or result.account_errors
     _exit_now(EXIT_TRACKS_FAILED if failed else EXIT_OK)

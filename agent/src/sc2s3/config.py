@@ -100,6 +100,8 @@ class AgentConfig(_Section):
     # How often an archived original is re-checked against the CDN for a replaced upstream file
     # (one play each; skipped while less than half of the play budget is left). 0: never.
     recheck_interval_s: float = Field(default=7 * 86_400, ge=0)
+    # A host silent this long (no heartbeat, no lease renewal) loses its accounts to the fleet.
+    lease_ttl_s: float = Field(default=600, ge=10)
 
     @property
     def part_size(self) -> int:

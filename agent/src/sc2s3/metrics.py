@@ -24,5 +24,10 @@ LAST_CYCLE_SUCCESS = Gauge("sc2s3_last_cycle_success_timestamp_seconds",
 TRACKS_FAILING = Gauge("sc2s3_tracks_failing",
                        "Tracks whose last cycle failed; retried with a growing delay.",
                        registry=REGISTRY)
-PLAYS_REMAINING = Gauge("sc2s3_play_budget_remaining",
-                        "Plays (/download, /streams) left in the 24 h budget.", registry=REGISTRY)
+PLAYS_REMAINING = Gauge("sc2s3_fleet_play_budget_remaining",
+                        "Plays (/download, /streams) the fleet has left in the app's 24 h budget.",
+                        registry=REGISTRY)
+ACCOUNTS_HELD = Gauge("sc2s3_accounts_held", "Accounts this host holds the lease of.",
+                      registry=REGISTRY)
+LIVE_HOSTS = Gauge("sc2s3_fleet_live_hosts", "Hosts of the fleet with a live heartbeat.",
+                   registry=REGISTRY)

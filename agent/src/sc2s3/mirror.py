@@ -1,14 +1,16 @@
 """sc2s3.mirror
 ~~~~~~~~~~~~~~~
 
-The mirror engine: for each configured account, list its tracks, stream every track not yet in the
-account's catalog into the archive, and record it in the catalog. ``concurrency`` tracks are in
-flight at once; a track that fails is reported and never blocks the others.
+The mirror engine: for each account this process holds (:mod:`sc2s3.fleet`), list its tracks,
+stream every track not yet in the account's catalog into the archive, and record it in the
+catalog. ``concurrency`` tracks are in flight at once; a track that fails is reported and never
+blocks the others. The revision a track is archived as is decided when the account is listed
+(1 for a new track, n+1 for a replaced original), so a record that appears meanwhile (merged from
+a previous holder) never makes a second copy.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
 import time
@@ -22,6 +24,8 @@ from .archive import Catalog, CatalogStore, Layout, Revision, TrackEntry, metada
 from .config import Config
 from .errors import IntegrityError, Sc2s3Error, TemporaryError
 from .failures import FAILURES_FILE, FailureLedger
+from .fleet import Fleet
+from .leases import Lease, LeaseHeld, LeaseLost
 from .logs import log
 from .metrics import (
     BYTES_UPLOADED,
@@ -33,7 +37,7 @@ from .metrics import (
 )
 from .progress import Reporter
 from .ratelimit import RateLimited
-from .resume import LeaseHeld, ResumeStore, UploadState, abort_upload, list_uploads, reconcile
+from .resume import ResumeStore, UploadState, abort_upload, list_uploads, reconcile
 from .soundcloud import TRACK_URN, SoundCloudClient, Track, User
 from .sources import extension_for, open_source
 from .transfer import AlreadyArchived, PartBuffers, StreamingUpload, UploadResult
@@ -48,18 +52,23 @@ TRACK_RETRY_MAX_S = 30.0
 # answer, so a second one in flight keeps a lone track's stream busy. This is also all a crash
 # can cost a resume beyond what S3 already holds.
 PARTS_IN_FLIGHT_PER_TRACK = 3
+# A rate limit or budget block ending within this many seconds is waited out by every track of
+# the cycle; a longer one defers the tracks not yet started to a later cycle.
+SHORT_WAIT_S = 60.0
 
 
 _backoff = wait_exponential_jitter(initial=TRACK_RETRY_INITIAL_S, max=TRACK_RETRY_MAX_S)
 
 
-def _wait_backoff_or_rate_limit(retry_state) -> float:
-    """Exponential backoff with jitter, but never less than a 429 asked for."""
-    wait = _backoff(retry_state)
-    error = retry_state.outcome.exception() if retry_state.outcome else None
-    if isinstance(error, RateLimited):
-        wait = max(wait, error.until - time.time())
-    return wait
+@dataclass
+class AccountPass:
+    """One pass over an account held by this process: what its tracks need to be archived."""
+
+    account: str
+    user: User
+    catalog: Catalog
+    lease: Lease | None          # None in a dry run
+    resume: ResumeStore
 
 
 @dataclass
@@ -71,10 +80,12 @@ class CycleResult:
     failed: int = 0
     deferred: int = 0        # not started: still waiting after earlier failures
     rate_limited: int = 0    # not started or not finished: play budget spent or HTTP 429
+    handed_over: int = 0     # not started or not finished: the account went to another process
     bytes: int = 0
     planned: list[str] = field(default_factory=list)    # dry run: track URNs that would be mirrored
     account_errors: list[str] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)
+    held_elsewhere: list[str] = field(default_factory=list)  # accounts another process holds
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -91,25 +102,33 @@ class CycleResult:
     def summary(self) -> dict:
         return {"result": self.result, "mirrored": self.mirrored, "skipped": self.skipped,
                 "failed": self.failed, "deferred": self.deferred,
-                "rate_limited": self.rate_limited, "bytes": self.bytes,
-                "account_errors": self.account_errors, "unreachable": self.unreachable}
+                "rate_limited": self.rate_limited, "handed_over": self.handed_over,
+                "bytes": self.bytes, "account_errors": self.account_errors,
+                "unreachable": self.unreachable, "held_elsewhere": self.held_elsewhere}
+
+    @property
+    def incomplete(self) -> bool:
+        """Some listed track is not archived for a temporary reason (``mirror --once``: 75)."""
+        return bool(self.unreachable or self.rate_limited or self.handed_over
+                    or self.held_elsewhere)
 
 
 class Mirror:
     """Mirrors accounts into the archive. Thread pools live as long as the object: use ``with``.
 
+    :param fleet: this process's place in the fleet: which accounts it holds (a daemon), or
+        where it takes the leases of the accounts it mirrors (``mirror --once``).
     :param stop: an event that, once set, stops new tracks from starting and aborts transfers
         between parts (daemon shutdown).
     """
 
-    def __init__(self, config: Config, soundcloud: SoundCloudClient, s3,
+    def __init__(self, config: Config, soundcloud: SoundCloudClient, s3, fleet: Fleet,
                  reporter: Reporter | None = None, stop: threading.Event | None = None):
-        self.config, self.soundcloud, self.s3 = config, soundcloud, s3
+        self.config, self.soundcloud, self.s3, self.fleet = config, soundcloud, s3, fleet
         self.reporter = reporter or Reporter()
         self.stop = stop or threading.Event()
         self.layout = Layout(config.s3.prefix)
         self.store = CatalogStore(s3, config.s3.bucket, self.layout)
-        self.resume = ResumeStore(s3, config.s3.bucket, config.s3.prefix)
         self.upstream = UpstreamChanges(soundcloud, self.store, self.layout,
                                         config.agent.recheck_interval_s)
         self.failures = FailureLedger(Path(config.agent.state_dir) / FAILURES_FILE,
@@ -121,6 +140,7 @@ class Mirror:
         self._parts = ThreadPoolExecutor(2 * concurrency, thread_name_prefix="part")
         self._tracks = ThreadPoolExecutor(concurrency, thread_name_prefix="track")
         self._catalog_lock = threading.Lock()
+        self.in_flight = 0  # tracks being transferred now (for the fleet's heartbeat)
 
     def __enter__(self) -> Mirror:
         return self
@@ -130,8 +150,13 @@ class Mirror:
         self._parts.shutdown(wait=True, cancel_futures=True)
 
     def run_cycle(self, accounts: list[str] | None = None, dry_run: bool = False) -> CycleResult:
-        """One pass over ``accounts`` (default: the configured ones)."""
+        """One pass over ``accounts``: by default the ones this daemon holds (a fleet member),
+        or the configured ones; a process that is not a member takes their leases first, and
+        reports those another live process holds in ``held_elsewhere``."""
         result = CycleResult()
+        if accounts is None:
+            accounts = self.fleet.accounts_to_mirror() if self.fleet.member \
+                else self.config.soundcloud.accounts
         started = time.monotonic()
         if not dry_run:
             try:
@@ -139,11 +164,24 @@ class Mirror:
             except TemporaryError as exc:
                 result.unreachable.append(str(exc))
                 return result
-        for account in accounts or self.config.soundcloud.accounts:
+        for account in accounts:
             if self.stop.is_set():
                 break
             try:
-                self._mirror_account(account, result, dry_run)
+                if dry_run:
+                    self._mirror_account(account, None, result, dry_run=True)
+                    continue
+                if not self.fleet.keeps(account):
+                    self.fleet.take(account)
+                with self.fleet.working(account) as lease:
+                    self._mirror_account(account, lease, result, dry_run=False)
+            except LeaseHeld as exc:
+                log.info("account skipped: another process holds it", account=account,
+                         reason=str(exc))
+                result.held_elsewhere.append(f"{account}: {exc}")
+            except LeaseLost as exc:
+                log.warning("account handed over mid-pass", account=account, reason=str(exc))
+                result.add(handed_over=1)
             except TemporaryError as exc:
                 log.error("account unreachable", account=account, error=str(exc))
                 result.unreachable.append(f"{account}: {exc}")
@@ -156,7 +194,8 @@ class Mirror:
         log.info("cycle finished", **result.summary())
         return result
 
-    def _mirror_account(self, account: str, result: CycleResult, dry_run: bool) -> None:
+    def _mirror_account(self, account: str, lease: Lease | None, result: CycleResult,
+                        dry_run: bool) -> None:
         user = self.soundcloud.resolve_user(account)
         catalog = self.store.load(user.urn)
         catalog.permalink, catalog.username = user.permalink, user.username
@@ -173,19 +212,33 @@ class Mirror:
         if dry_run:
             result.planned.extend(t.urn for t in todo)
             return
+        assert lease is not None
+        current = AccountPass(account, user, catalog, lease, ResumeStore(
+            self.s3, self.config.s3.bucket, self.config.s3.prefix, lease=lease,
+            holder_id=self.fleet.holder.id, ttl_s=self.config.agent.lease_ttl_s))
+        lease.fence()
         self.store.put_json(self.layout.user_json(user.urn), user.raw, overwrite=True)
-        futures = [self._tracks.submit(self._mirror_track_safely, user, catalog, t, result)
+        futures = [self._tracks.submit(self._mirror_track_safely, current, t,
+                                       self._revision_number(catalog, t), result)
                    for t in todo]
         for future in futures:
             future.result()
+        if not self.fleet.keeps(account):
+            lease.fence()  # handed over meanwhile: the new holder does the end-of-pass work
+            return
         self._mark_deleted_upstream(catalog, {t.urn for t in tracks})
-        self._abort_uploads_of_deleted_tracks(user, {t.urn for t in tracks})
-        self.store.save(catalog)
+        self._abort_uploads_of_deleted_tracks(current, {t.urn for t in tracks})
+        self.store.save(catalog, lease)
 
     @staticmethod
     def _archived(catalog: Catalog, track: Track) -> bool:
         entry = catalog.tracks.get(track.urn)
         return entry is not None and entry.latest is not None
+
+    @staticmethod
+    def _revision_number(catalog: Catalog, track: Track) -> int:
+        entry = catalog.tracks.get(track.urn)
+        return len(entry.revisions) + 1 if entry else 1
 
     def _mark_deleted_upstream(self, catalog: Catalog, listed: set[str]) -> None:
         # Upstream deletion is recorded, never mirrored: the archived revisions stay.
@@ -196,33 +249,42 @@ class Mirror:
             elif urn in listed and entry.deleted_upstream_at is not None:
                 entry.deleted_upstream_at = None
 
-    def _mirror_track_safely(self, user: User, catalog: Catalog, track: Track,
+    def _mirror_track_safely(self, current: AccountPass, track: Track, number: int,
                              result: CycleResult) -> None:
         if self.stop.is_set():
             return
-        if not self.soundcloud.budget.can_start():
+        if not self.fleet.keeps(current.account):
+            result.add(handed_over=1)  # at a track boundary: the next holder starts it
+            return
+        if not self._wait_for_plays():
             result.add(rate_limited=1)
-            log.info("track deferred: the play budget is (nearly) spent", track_urn=track.urn,
-                     **self.soundcloud.budget.snapshot())
+            log.info("track deferred: no plays before the budget or a 429 allows",
+                     track_urn=track.urn, **self.soundcloud.budget.snapshot())
             return
         TRACKS_IN_FLIGHT.inc()
+        with self._catalog_lock:
+            self.in_flight += 1
         try:
             # A temporary failure parks the upload; the next attempt resumes it from S3.
             retrying = Retrying(
                 retry=retry_if_exception(self._worth_retrying), reraise=True,
                 stop=stop_after_attempt(TRACK_ATTEMPTS),
-                wait=_wait_backoff_or_rate_limit,
+                wait=self._wait_backoff_or_rate_limit,
                 sleep=self.stop.wait,
                 before_sleep=lambda state: log.warning(
                     "track attempt failed; retrying", track_urn=track.urn,
                     attempt=state.attempt_number, error=str(state.outcome.exception())))
-            revision = retrying(self._mirror_track, user, catalog, track)
-            result.add(mirrored=1, bytes=revision.size)
-            TRACKS_MIRRORED.labels(source=revision.source).inc()
+            revision = retrying(self._mirror_track, current, track, number)
+            if revision is None:
+                result.add(skipped=1)
+            else:
+                result.add(mirrored=1, bytes=revision.size)
+                TRACKS_MIRRORED.labels(source=revision.source).inc()
             self.failures.succeeded(track.urn)
-        except LeaseHeld as exc:  # another host is on it; the next cycle looks again
-            result.add(skipped=1)
-            log.info("track skipped", track_urn=track.urn, reason=str(exc))
+        except LeaseLost as exc:  # the account's new holder takes the track from here
+            result.add(handed_over=1)
+            log.warning("track left to the account's new holder", track_urn=track.urn,
+                        reason=str(exc))
         except RateLimited as exc:  # not the track's fault: it starts again after the reset
             result.add(rate_limited=1)
             log.warning("track deferred by a rate limit", track_urn=track.urn, error=str(exc))
@@ -235,16 +297,40 @@ class Mirror:
                       error_type=type(exc).__name__, exc_info=not isinstance(exc, Sc2s3Error))
         finally:
             TRACKS_IN_FLIGHT.dec()
+            with self._catalog_lock:
+                self.in_flight -= 1
+
+    def _wait_for_plays(self) -> bool:
+        """Wait out a rate limit or budget block that ends within :data:`SHORT_WAIT_S`; False
+        when plays stay blocked longer (or the daemon is stopping)."""
+        wait = self.soundcloud.budget.wait_s()
+        if 0 < wait <= SHORT_WAIT_S:
+            log.info("waiting for the play budget", seconds=round(wait, 1))
+            if self.stop.wait(wait + 1):
+                return False
+            wait = self.soundcloud.budget.wait_s()
+        return wait == 0
 
     def _worth_retrying(self, exc: BaseException) -> bool:
         if isinstance(exc, RateLimited):
-            return exc.until - time.time() <= TRACK_RETRY_MAX_S and not self.stop.is_set()
+            return exc.until - self.soundcloud.budget.now() <= SHORT_WAIT_S \
+                and not self.stop.is_set()
         return isinstance(exc, TemporaryError) and not self.stop.is_set()
 
-    def _parked_upload(self, user: User, track: Track, number: int) -> UploadState | None:
-        """Take the track's lease; its parked multipart upload if it can continue as revision
-        ``number``. :raises LeaseHeld: another host is uploading the track."""
-        parked = self.resume.acquire(track.urn)
+    def _wait_backoff_or_rate_limit(self, retry_state) -> float:
+        """Exponential backoff with jitter, but never less than a 429 asked for."""
+        wait = _backoff(retry_state)
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(error, RateLimited):
+            # +1 s: the reset is known to the second, and S3's clock to half a second
+            wait = max(wait, error.until - self.soundcloud.budget.now() + 1)
+        return wait
+
+    def _parked_upload(self, current: AccountPass, track: Track,
+                       number: int) -> UploadState | None:
+        """The track's parked multipart upload, if it can continue as revision ``number``."""
+        user = current.user
+        parked = current.resume.open(track.urn)
         if parked is not None:
             expected = self.layout.audio(user.urn, track.urn, number,
                                          extension_for(parked.content_type))
@@ -252,54 +338,60 @@ class Mirror:
                 if parked.key == expected else None
             if confirmed is not None and confirmed.part_size == self.config.agent.part_size:
                 return confirmed
-            self._discard(parked, "stale: the upload or its revision is gone")
+            self._discard(current, parked, "stale: the upload or its revision is gone")
         # Uploads of this revision that no state refers to (a crash between
         # CreateMultipartUpload and the first state write) would otherwise be orphaned.
         revision_dir = self.layout.revision_dir(user.urn, track.urn, number)
         for key, upload_id in list_uploads(self.s3, self.config.s3.bucket, revision_dir):
+            current.lease.fence()
             log.info("aborting an orphaned multipart upload", key=key)
             abort_upload(self.s3, self.config.s3.bucket, key, upload_id)
         return None
 
-    def _abort_uploads_of_deleted_tracks(self, user: User, listed: set[str]) -> None:
-        for key, upload_id in list_uploads(self.s3, self.config.s3.bucket,
-                                           self.layout.account_dir(user.urn)):
-            track_urn = key.removeprefix(self.layout.account_dir(user.urn)).split("/", 1)[0]
+    def _abort_uploads_of_deleted_tracks(self, current: AccountPass, listed: set[str]) -> None:
+        # Only the account's holder starts uploads under its folder, so none of these is
+        # another process's upload in flight.
+        account_dir = self.layout.account_dir(current.user.urn)
+        for key, upload_id in list_uploads(self.s3, self.config.s3.bucket, account_dir):
+            track_urn = key.removeprefix(account_dir).split("/", 1)[0]
             if track_urn not in listed:
+                current.lease.fence()
                 log.info("track deleted upstream mid-upload; aborting its upload", key=key)
                 abort_upload(self.s3, self.config.s3.bucket, key, upload_id)
                 if TRACK_URN.match(track_urn):
-                    self.resume.clear(track_urn, "discarded: track deleted upstream")
+                    current.resume.close(track_urn, "discarded: track deleted upstream")
 
-    def _discard(self, parked: UploadState, why: str) -> None:
+    def _discard(self, current: AccountPass, parked: UploadState, why: str) -> None:
+        current.lease.fence()
         log.info("discarding a parked upload", key=parked.key, reason=why)
         abort_upload(self.s3, self.config.s3.bucket, parked.key, parked.upload_id)
-        self.resume.hold(parked.track_urn, f"discarded: {why}")
+        current.resume.close(parked.track_urn, f"discarded: {why}")
 
-    def _mirror_track(self, user: User, catalog: Catalog, track: Track) -> Revision:
-        entry = catalog.tracks.get(track.urn)
-        number = len(entry.revisions) + 1 if entry else 1
-        parked = self._parked_upload(user, track, number)
+    def _mirror_track(self, current: AccountPass, track: Track, number: int) -> Revision | None:
+        """Archive ``track`` as revision ``number``; None when that revision was recorded
+        meanwhile (nothing to do)."""
+        entry = current.catalog.tracks.get(track.urn)
+        if entry is not None and len(entry.revisions) >= number:
+            log.info("track already recorded", track_urn=track.urn, revision=number)
+            return None
+        parked = self._parked_upload(current, track, number)
+        revision = self._archive_track(current, track, number, parked)
         try:
-            revision = self._archive_track(user, catalog, track, number, parked)
-        except BaseException:
-            with contextlib.suppress(TemporaryError):
-                self.resume.release_claim(track.urn)
-            raise
-        try:
-            self.resume.clear(track.urn, "completed")
-        except TemporaryError as exc:  # archived all the same; the lease just expires
-            log.warning("could not clear the track's lease", track_urn=track.urn, error=str(exc))
+            current.resume.close(track.urn, "completed")
+        except (TemporaryError, LeaseLost) as exc:  # archived and recorded all the same
+            log.warning("could not close the track's upload state", track_urn=track.urn,
+                        error=str(exc))
         return revision
 
-    def _archive_track(self, user: User, catalog: Catalog, track: Track, number: int,
+    def _archive_track(self, current: AccountPass, track: Track, number: int,
                        parked: UploadState | None) -> Revision:
+        user, catalog = current.user, current.catalog
         part_size = self.config.agent.part_size
         resume = {"resume_at": parked.offset, "etag": parked.cdn_etag,
                   "size": parked.cdn_size} if parked else {}
         with open_source(self.soundcloud, track, **resume) as source:
             if parked and (source.offset != parked.offset or source.source != parked.source):
-                self._discard(parked, "the upstream file changed or Range was refused")
+                self._discard(current, parked, "the upstream file changed or Range was refused")
                 parked = None
             key = parked.key if parked else self.layout.audio(
                 user.urn, track.urn, number, extension_for(source.content_type))
@@ -316,7 +408,7 @@ class Mirror:
             upload = StreamingUpload(
                 self.s3, self.config.s3.bucket, key, buffers=self.buffers,
                 executor=self._parts, content_type=parked.content_type if parked else
-                source.content_type, on_bytes=uploaded, resume_store=self.resume,
+                source.content_type, on_bytes=uploaded, resume_store=current.resume,
                 parts_in_flight=PARTS_IN_FLIGHT_PER_TRACK,
                 identity={"track_urn": track.urn, "source": source.source,
                           "cdn_etag": source.etag, "cdn_size": source.size},
@@ -347,7 +439,7 @@ class Mirror:
                 track.urn, TrackEntry(title=track.title, permalink_url=track.permalink_url))
             entry.revisions.append(revision)
             entry.metadata_sha256, entry.checked_at = metadata_digest(track.raw), None
-            self.store.save(catalog)
+            self.store.save(catalog, current.lease)
         log.info("track archived", track_urn=track.urn, key=key, bytes=outcome.size,
                  source=source_name, sha256=outcome.sha256, resumed=parked is not None)
         return revision

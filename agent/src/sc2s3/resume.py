@@ -1,45 +1,43 @@
 """sc2s3.resume
 ~~~~~~~~~~~~~~~
 
-Resume state of interrupted multipart uploads, kept in the bucket so that a restarted agent, or a
-replacement host, continues an upload where it stopped instead of starting over::
+Resume state of interrupted multipart uploads, kept in the bucket so that a restarted agent, or
+whichever host holds the account next, continues an upload where it stopped instead of starting
+over::
 
     {prefix}state/uploads/{track_urn}.json
 
 It is written when the multipart upload is created and after every completed part: the upload id,
-each part's ETag and S3 checksum, and the identity of the CDN object the bytes came from (its ETag and
-Content-Length), so a resumed download can ask for ``Range: bytes=N-`` with ``If-Range``. When the
-upload completes or is abandoned the object is overwritten with a tombstone (the agent has no
-DeleteObject permission). S3 stays the authority on which parts exist: :func:`reconcile` keeps
-only the parts ListParts confirms (S3 API: ListParts, ListMultipartUploads, AbortMultipartUpload).
+each part's ETag and S3 checksum, and the identity of the CDN object the bytes came from (its ETag
+and Content-Length), so a resumed download can ask for ``Range: bytes=N-`` with ``If-Range``. The
+upload is *open* while the object has an upload id, and *closed* once it is overwritten by an
+outcome (completed, discarded; the agent has no DeleteObject permission). S3 stays the authority
+on which parts exist: :func:`reconcile` keeps only the parts ListParts confirms (S3 API:
+ListParts, ListMultipartUploads, AbortMultipartUpload).
 
-The same object is the track's *lease*, so hosts mirroring the same account never upload one track
-at once: :meth:`ResumeStore.acquire` takes it with a conditional write (``IfNoneMatch``/``IfMatch``,
-S3 API "Conditional writes"); every save renews it for ``lease_s``; parking releases it. A lease
-left by a killed process expires, and its own host may take it back at once.
+A track has no lease of its own: the account's lease (:mod:`sc2s3.leases`) covers it. Every write
+here is fenced by that lease and conditional on the ETag this process last saw of the object
+(``IfMatch``; ``IfNoneMatch='*'`` for the first), so a process that lost the account cannot
+overwrite the state of the one that took it over.
 """
 
 from __future__ import annotations
 
 import json
-import socket
+import threading
 import time
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from . import checksums
-from .errors import Sc2s3Error, TemporaryError
+from .errors import TemporaryError
+from .leases import Lease, LeaseLost, is_conflict
 from .logs import log
 from .s3 import get_object_body
 from .soundcloud import TRACK_URN
 
 STATE_FORMAT = "sc2s3-upload/1"
-LEASE_S = 600.0  # longer than any pause between two saves (a part, a stall, a retry)
-
-
-class LeaseHeld(Sc2s3Error):
-    """Another host is uploading this track now; try again in a later cycle."""
 
 
 class PartRecord(BaseModel):
@@ -71,8 +69,10 @@ class UploadState(BaseModel):
     cdn_etag: str | None = None
     cdn_size: int | None = None
     parts: dict[int, PartRecord] = Field(default_factory=dict)
-    owner: str | None = None     # the host holding the lease
-    lease_until: float = 0.0     # epoch seconds; 0 once released
+    # Read by sc2s3 0.2-0.3, which kept a lease per track here: keeping them filled keeps an older
+    # agent off the track during a rolling update.
+    owner: str | None = None
+    lease_until: float = 0.0     # epoch seconds; 0 once parked
 
     def contiguous(self) -> list[PartRecord]:
         """Parts 1..k without a gap, all full-sized: everything before the resume offset."""
@@ -91,106 +91,81 @@ class UploadState(BaseModel):
 
 
 class ResumeStore:
-    """Reads and writes :class:`UploadState` objects (and leases) under ``{prefix}state/uploads/``.
+    """Reads and writes :class:`UploadState` objects under ``{prefix}state/uploads/`` for the
+    holder of an account; thread-safe.
 
-    :param owner: this host's name in leases (default: the hostname).
-    :param lease_s: seconds a lease lasts without a save.
+    :param lease: the account's lease; every write calls its ``fence()`` first (None: unfenced,
+        for tools outside a fleet, e.g. benchmarks of the bare transfer).
+    :param ttl_s: the lease TTL, written as ``lease_until`` for older agents.
     """
 
-    def __init__(self, s3, bucket: str, prefix: str, owner: str | None = None,
-                 lease_s: float = LEASE_S):
+    def __init__(self, s3, bucket: str, prefix: str, lease: Lease | None = None,
+                 holder_id: str | None = None, ttl_s: float = 600.0):
         self.s3, self.bucket, self.prefix = s3, bucket, prefix
-        self.owner, self.lease_s = owner or socket.gethostname(), lease_s
+        self.lease, self.holder_id, self.ttl_s = lease, holder_id, ttl_s
+        self._etags: dict[str, str | None] = {}
+        self._lock = threading.Lock()
 
     def key(self, track_urn: str) -> str:
         if not TRACK_URN.match(track_urn):
             raise ValueError(f"not a track URN: {track_urn!r}")
         return f"{self.prefix}state/uploads/{track_urn}.json"
 
-    def acquire(self, track_urn: str) -> UploadState | None:
-        """Take the track's lease; returns its parked upload (None: start a new one).
-
-        :raises LeaseHeld: another host holds a live lease, or took it just now.
-        :raises TemporaryError: S3 unreachable.
-        """
-        data, etag = self._read(track_urn)
-        holder, until = (data or {}).get("owner"), float((data or {}).get("lease_until") or 0)
-        if holder not in (None, self.owner) and until > time.time():
-            raise LeaseHeld(f"{track_urn} is being mirrored by {holder}")
-        parked = _parse(track_urn, data)
-        if parked is not None:
-            parked = parked.model_copy(update=self._lease())
-        body = parked.model_dump_json() if parked else self._claim(track_urn, "claimed")
-        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-        try:
-            self.s3.put_object(Bucket=self.bucket, Key=self.key(track_urn), Body=body.encode(),
-                               ContentType="application/json", **condition)
-        except ClientError as exc:
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
-                raise LeaseHeld(f"{track_urn} was just taken by another host") from exc
-            raise TemporaryError(f"taking the lease of {track_urn}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise TemporaryError(f"taking the lease of {track_urn}: {exc}") from exc
-        return parked
-
-    def load(self, track_urn: str) -> UploadState | None:
-        """The parked upload of the track, or None (none, a tombstone, or unreadable).
+    def open(self, track_urn: str) -> UploadState | None:
+        """The track's open upload (None: start a new one), read before this process writes
+        the track's state.
 
         :raises TemporaryError: S3 unreachable.
         """
-        return _parse(track_urn, self._read(track_urn)[0])
-
-    def _read(self, track_urn: str) -> tuple[dict | None, str | None]:
         body, etag = get_object_body(self.s3, self.bucket, self.key(track_urn))
-        if body is None:
-            return None, None
+        with self._lock:
+            self._etags[track_urn] = etag
         try:
-            data = json.loads(body)
+            data = json.loads(body) if body is not None else None
         except ValueError:
             data = None
-        return (data if isinstance(data, dict) else {}), etag
+        return _parse(track_urn, data if isinstance(data, dict) else None)
 
     def save(self, state: UploadState) -> None:
-        """Save ``state``, renewing this host's lease.
+        """Save ``state`` (after each part).
 
         :raises TemporaryError: S3 unreachable (the upload parks: its parts stay in S3).
+        :raises LeaseLost: another process holds the account now.
         """
-        state.owner, state.lease_until = self.owner, time.time() + self.lease_s
+        state.owner, state.lease_until = self.holder_id, time.time() + self.ttl_s
         self._put(state.track_urn, state.model_dump_json().encode())
 
-    def release(self, state: UploadState) -> None:
-        """Save ``state`` with the lease given up, so any host may resume it at once."""
-        state.owner, state.lease_until = self.owner, 0.0
+    def park(self, state: UploadState) -> None:
+        """Save ``state`` for whoever mirrors the account next (a failure or a shutdown)."""
+        state.owner, state.lease_until = self.holder_id, 0.0
         self._put(state.track_urn, state.model_dump_json().encode())
 
-    def hold(self, track_urn: str, note: str) -> None:
-        """Keep the lease but forget the upload (it was discarded; a new one follows)."""
-        self._put(track_urn, self._claim(track_urn, note).encode())
-
-    def _lease(self) -> dict:
-        return {"owner": self.owner, "lease_until": time.time() + self.lease_s}
-
-    def _claim(self, track_urn: str, note: str) -> str:
-        return json.dumps({"format": STATE_FORMAT, "track_urn": track_urn, "upload_id": None,
-                           "outcome": note, **self._lease()})
-
-    def release_claim(self, track_urn: str) -> None:
-        """After a failure: give up a lease that guards no upload (a parked one stays)."""
-        data, _etag = self._read(track_urn)
-        if data and not data.get("upload_id") and data.get("owner") == self.owner:
-            self.clear(track_urn, "released")
-
-    def clear(self, track_urn: str, outcome: str) -> None:
-        """Replace the state by a tombstone saying what became of the upload (lease released)."""
+    def close(self, track_urn: str, outcome: str) -> None:
+        """Replace the state by its outcome (``completed``, ``discarded: why``)."""
         self._put(track_urn, json.dumps({"format": STATE_FORMAT, "track_urn": track_urn,
                                          "upload_id": None, "outcome": outcome}).encode())
 
     def _put(self, track_urn: str, body: bytes) -> None:
+        if self.lease is not None:
+            self.lease.fence()
+        with self._lock:
+            if track_urn not in self._etags:
+                self._etags[track_urn] = get_object_body(self.s3, self.bucket,
+                                                         self.key(track_urn))[1]
+            etag = self._etags[track_urn]
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         try:
-            self.s3.put_object(Bucket=self.bucket, Key=self.key(track_urn), Body=body,
-                               ContentType="application/json")
-        except (ClientError, BotoCoreError) as exc:
+            answer = self.s3.put_object(Bucket=self.bucket, Key=self.key(track_urn), Body=body,
+                                        ContentType="application/json", **condition)
+        except ClientError as exc:
+            if is_conflict(exc):
+                raise LeaseLost(f"resume state of {track_urn} was written by another "
+                                "process: the account changed hands") from exc
             raise TemporaryError(f"saving resume state of {track_urn}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise TemporaryError(f"saving resume state of {track_urn}: {exc}") from exc
+        with self._lock:
+            self._etags[track_urn] = answer.get("ETag")
 
 
 def _parse(track_urn: str, data: dict | None) -> UploadState | None:

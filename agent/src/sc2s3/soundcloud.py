@@ -33,7 +33,7 @@ from urllib3.util.retry import Retry
 from .config import SoundCloudConfig
 from .errors import TemporaryError, UpstreamError
 from .logs import log
-from .ratelimit import PlayBudget, RateLimited, retry_at
+from .ratelimit import RateLimited, retry_at
 from .state import write_atomic
 
 USER_URN = re.compile(r"^soundcloud:users:[0-9]+$")
@@ -119,17 +119,17 @@ def _retrying_session() -> requests.Session:
 class SoundCloudClient:
     """A thread-safe client for one SoundCloud app.
 
-    >>> client = SoundCloudClient(config.soundcloud, state_dir=Path("/var/lib/sc2s3"))
+    >>> client = SoundCloudClient(config.soundcloud, budget, state_dir=Path("/var/lib/sc2s3"))
     >>> user = client.resolve_user("band-one")
     >>> for track in client.iter_tracks(user.urn): ...
+
+    :param budget: the app's play budget (:class:`~sc2s3.plays.FleetPlayBudget`): every play is
+        spent from it, and a 429 blocks it for the whole fleet.
     """
 
-    def __init__(self, config: SoundCloudConfig, state_dir: Path | None = None):
-        self.config = config
+    def __init__(self, config: SoundCloudConfig, budget, state_dir: Path | None = None):
+        self.config, self.budget = config, budget
         self.session = _retrying_session()
-        # Near the budget (its last 1 %) no new track starts; tracks in flight may still resume.
-        self.budget = PlayBudget(config.play_budget, path=state_dir / "plays.json"
-                                 if state_dir else None, headroom=config.play_budget // 100)
         self._token_file = state_dir / "token.json" if state_dir else None
         self._token: _Token | None = None
         self._token_lock = threading.Lock()
@@ -229,7 +229,7 @@ class SoundCloudClient:
                 continue
             break
         if response.status_code == 429:
-            until = retry_at(response)
+            until = retry_at(response, self.budget.now())
             self.budget.block_until(until)
             raise RateLimited(f"SoundCloud answered HTTP 429 for {_scrub(url)}", until)
         if response.status_code >= 500:

@@ -8,6 +8,7 @@ cycle went (from ``state_dir/last_cycle.json``).
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -17,7 +18,7 @@ from . import __version__
 from .archive import CatalogStore, Layout
 from .config import Config
 from .failures import FAILURES_FILE, load_failures
-from .ratelimit import PlayBudget
+from .fleet import fleet_report, join
 from .state import write_atomic
 
 LAST_CYCLE_FILE = "last_cycle.json"
@@ -25,8 +26,9 @@ LAST_CYCLE_FILE = "last_cycle.json"
 
 def collect_status(config: Config, s3) -> dict:
     """``{"version", "bucket", "prefix", "accounts": [...], "last_cycle": {...} | None,
-    "failing_tracks": {urn: {...}}, "play_budget": {...}}`` (the last three from this host's
-    state_dir)."""
+    "failing_tracks": {urn: {...}}, "play_budget": {...}, "fleet": {...}}``: ``last_cycle`` and
+    ``failing_tracks`` from this host's state_dir, the rest from the bucket (``play_budget`` is
+    the fleet's, ``fleet`` as :func:`sc2s3.fleet.fleet_report` gives it)."""
     store = CatalogStore(s3, config.s3.bucket, Layout(config.s3.prefix))
     accounts = []
     for user_urn in store.list_user_urns():
@@ -42,11 +44,13 @@ def collect_status(config: Config, s3) -> dict:
             "updated_at": catalog.updated_at,
         })
     state_dir = Path(config.agent.state_dir)
-    budget = PlayBudget(config.soundcloud.play_budget, path=state_dir / "plays.json")
+    fleet, budget = join(config, s3, member=False)
+    report = fleet_report(s3, config.s3.bucket, config.s3.prefix, config.soundcloud.accounts,
+                          fleet.holder, config.agent.lease_ttl_s)
     return {"version": __version__, "bucket": config.s3.bucket, "prefix": config.s3.prefix,
             "accounts": accounts, "last_cycle": read_last_cycle(state_dir),
             "failing_tracks": load_failures(state_dir / FAILURES_FILE),
-            "play_budget": budget.snapshot()}
+            "play_budget": budget.snapshot(), "fleet": report}
 
 
 def read_last_cycle(state_dir: Path) -> dict | None:
@@ -75,10 +79,37 @@ def print_status(status: dict, console: Console | None = None) -> None:
     console.print(table)
     cycle = status["last_cycle"]
     console.print("last cycle: " + (json.dumps(cycle) if cycle else "none recorded on this host"))
+    _print_fleet(status["fleet"], console)
     budget = status["play_budget"]
-    console.print(f"play budget: {budget['used']} of {budget['limit']} used in the last "
-                  f"{budget['window_s'] / 3600:.0f} h" + (
-                      f"; blocked by SoundCloud until {budget['blocked_until']:.0f} (epoch)"
+    console.print(f"fleet play budget: {budget['used']} of {budget['limit']} used in the last "
+                  f"{budget['window_s'] / 3600:.0f} h, {budget['remaining']} left" + (
+                      f"; blocked by SoundCloud until {_when(budget['blocked_until'])}"
                       if budget["blocked_until"] else ""))
     for urn, failure in status["failing_tracks"].items():
         console.print(f"failing: {urn} ({failure['failures']} cycles): {failure['last_error']}")
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def _print_fleet(fleet: dict, console: Console) -> None:
+    hosts = Table(title="fleet: hosts")
+    for column in ("host", "pid", "version", "last heartbeat", "age s", "live", "accounts held",
+                   "tracks in flight"):
+        hosts.add_column(column)
+    for host in fleet["hosts"]:
+        hosts.add_row(host["host"], str(host.get("pid", "")), str(host.get("version", "")),
+                      host["last_heartbeat"], f"{host['age_s']:.0f}",
+                      "yes" if host["live"] else "no", ", ".join(host.get("accounts", [])),
+                      str(host.get("tracks_in_flight", 0)))
+    console.print(hosts)
+    accounts = Table(title="fleet: accounts")
+    for column in ("account", "lease", "holder host", "lease age s"):
+        accounts.add_column(column)
+    for row in fleet["accounts"]:
+        accounts.add_row(row["account"], row["state"], row["host"] or "-",
+                         "-" if row["age_s"] is None else f"{row['age_s']:.0f}")
+    console.print(accounts)
+    if fleet["unheld"]:
+        console.print("accounts without a holder: " + ", ".join(fleet["unheld"]))

@@ -20,7 +20,8 @@ no partial object is ever visible under an archive key and an archived object is
 Resumable: the multipart upload's state is saved (:mod:`sc2s3.resume`) when it is created and after
 every part. A temporary failure (network, S3 5xx, shutdown) *parks* the upload: parts in flight
 finish and are recorded, nothing is aborted, and :meth:`StreamingUpload.run` with ``resume=``
-continues after the last contiguous part. Any other failure aborts the upload.
+continues after the last contiguous part. A lost lease (:class:`~sc2s3.leases.LeaseLost`) leaves
+the upload to the account's new holder, untouched. Any other failure aborts the upload.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .checksums import PART_ALGORITHM, ChecksumAlgorithm, b64, composite, field, new
 from .errors import IntegrityError, Sc2s3Error, TemporaryError
+from .leases import LeaseLost
 from .logs import log
 from .resume import PartRecord, ResumeStore, UploadState, abort_upload
 from .sources import Source
@@ -277,7 +279,9 @@ class StreamingUpload:
                     future.exception()  # wait: parts in flight finish (and are recorded) first
             error = _s3_error(exc, f"multipart upload {self.key}") \
                 if isinstance(exc, (ClientError, BotoCoreError)) else exc
-            if isinstance(error, TemporaryError) and self.resume_store is not None:
+            if isinstance(error, LeaseLost):
+                pass  # the account's new holder resumes this upload: touch nothing
+            elif isinstance(error, TemporaryError) and self.resume_store is not None:
                 log.info("upload parked; it resumes on the next attempt", key=self.key,
                          parts=len(state.contiguous()), resume_at=state.offset, error=str(error))
                 self._release(state)
@@ -322,19 +326,19 @@ class StreamingUpload:
                             len(parts), answer.get("VersionId"), algorithm)
 
     def _release(self, state: UploadState) -> None:
-        # Any host may resume at once; if S3 is down, the lease simply expires.
+        # Parked for the account's next holder; if S3 is down, the last saved state stands.
         try:
             with self._state_lock:
-                self.resume_store.release(state)
-        except TemporaryError as exc:
-            log.warning("could not release the upload's lease", key=self.key, error=str(exc))
+                self.resume_store.park(state)
+        except (TemporaryError, LeaseLost) as exc:
+            log.warning("could not park the upload's state", key=self.key, error=str(exc))
 
     def _abandon(self, state: UploadState, outcome: str) -> None:
         abort_upload(self.s3, self.bucket, self.key, state.upload_id)
         if self.resume_store is not None:
             try:
-                self.resume_store.clear(state.track_urn, outcome)
-            except TemporaryError as exc:
+                self.resume_store.close(state.track_urn, outcome)
+            except (TemporaryError, LeaseLost) as exc:
                 log.warning("could not clear resume state", key=self.key, error=str(exc))
 
 

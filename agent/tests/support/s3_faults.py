@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 ERROR_BODY = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>"
               "<Message>injected by the test proxy</Message></Error>")
@@ -34,13 +35,16 @@ class S3Fault:
 
 class S3FaultProxy:
     """``with S3FaultProxy(upstream_url) as proxy: proxy.endpoint_url``; arm faults with
-    :meth:`add`. ``requests`` counts the requests forwarded or answered."""
+    :meth:`add`. ``requests`` counts the requests forwarded or answered; ``log`` lists them as
+    ``{"method", "path", "query", "status", "at"}`` (``at``: epoch seconds when the request had
+    arrived whole, before it was forwarded)."""
 
     def __init__(self, upstream_url: str):
         upstream = urlsplit(upstream_url)
         self.upstream = (upstream.hostname, upstream.port)
         self.faults: list[S3Fault] = []
         self.requests = 0
+        self.log: list[dict] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -64,6 +68,11 @@ class S3FaultProxy:
                 return fault
         return None
 
+    def _record(self, method: str, split, status: int, arrived: float) -> None:
+        with self._lock:
+            self.log.append({"method": method, "path": unquote(split.path), "query": split.query,
+                             "status": status, "at": arrived})
+
     def _handler(self):
         proxy = self
 
@@ -73,8 +82,11 @@ class S3FaultProxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                fault = proxy._take(self.command, urlsplit(self.path).query)
+                arrived = time.time()
+                split = urlsplit(self.path)
+                fault = proxy._take(self.command, split.query)
                 if fault is not None:
+                    proxy._record(self.command, split, fault.status, arrived)
                     data = ERROR_BODY.format(code=fault.code).encode()
                     self.send_response(fault.status)
                     self.send_header("Content-Type", "application/xml")
@@ -89,6 +101,7 @@ class S3FaultProxy:
                     data = answer.read()
                 finally:
                     conn.close()
+                proxy._record(self.command, split, answer.status, arrived)
                 self.send_response(answer.status)
                 dropped = ("transfer-encoding", "connection") if self.command == "HEAD" else (
                     "content-length", "transfer-encoding", "connection")
