@@ -35,31 +35,34 @@ def _get(session: requests.Session, url: str) -> requests.Response:
     raise AssertionError(f"too many redirects from {url}")
 
 
-def playable_track_urns(
+def playable_tracks(
     api_url: str, auth_url: str, client_id: str, client_secret: str, accounts: list[str]
-) -> set[str]:
-    """URNs of the accounts' tracks whose full audio is available (access "playable").
+) -> dict[str, str]:
+    """Track URN -> user URN of the accounts' tracks whose full audio is available (access
+    "playable").
 
     One token for all accounts: the API allows few client-credentials tokens per hour.
     """
     session = requests.Session()
     session.headers["Authorization"] = f"OAuth {_token(auth_url, client_id, client_secret)}"
-    urns: set[str] = set()
+    tracks: dict[str, str] = {}
     for account in accounts:
-        urns |= _account_track_urns(session, api_url, account)
-    return urns
+        tracks |= _account_tracks(session, api_url, account)
+    return tracks
 
 
-def _account_track_urns(session: requests.Session, api_url: str, account: str) -> set[str]:
+def _account_tracks(session: requests.Session, api_url: str, account: str) -> dict[str, str]:
     user = _get(session, f"{api_url}/resolve?url=https://soundcloud.com/{account}").json()
     url: str | None = (
         f"{api_url}/users/{user['urn']}/tracks?linked_partitioning=true&limit=200"
     )
-    urns: set[str] = set()
+    tracks: dict[str, str] = {}
     while url:
         page = _get(session, url).json()
-        urns.update(
-            t["urn"] for t in page["collection"] if t.get("access", "playable") == "playable"
+        tracks.update(
+            (t["urn"], user["urn"])
+            for t in page["collection"]
+            if t.get("access", "playable") == "playable"
         )
         url = page.get("next_href")
-    return urns
+    return tracks

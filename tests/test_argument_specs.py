@@ -27,6 +27,14 @@ CASES = {
         ["-e", "sc2s3_health_listen=0.0.0.0:9464"],
         ["sc2s3_health_listen must be a loopback host:port"],
     ),
+    "lease TTL below 10 s": (
+        ["-e", "sc2s3_lease_ttl_s=5"],
+        ["sc2s3_lease_ttl_s at least 10 seconds"],
+    ),
+    "play budget not a number": (
+        ["-e", "sc2s3_play_budget=lots"],
+        ["sc2s3_play_budget", "int"],
+    ),
     "S3 endpoint not a URL": (
         ["-e", "sc2s3_s3_endpoint_url=seaweedfs:8333"],
         ["sc2s3_s3_endpoint_url must be empty (AWS) or an http(s) URL"],

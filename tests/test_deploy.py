@@ -1,21 +1,24 @@
 """deploy.yml against the sandbox over real SSH: the agents run, hold their secrets privately,
-mirror every demo track into the bucket, and a second deploy changes nothing."""
+mirror every demo track into the bucket exactly once, and a second deploy changes nothing."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import boto3
 import pytest
 from sc2s3 import __version__
-from sys_hosts import ssh_ok
+from sys_hosts import ssh, ssh_ok
 from sys_paths import SANDBOX_INVENTORY, SANDBOX_VARS, TEST_HOSTS
 from sys_playbook import PlaybookRun, run_playbook
-from sys_soundcloud import playable_track_urns
+from sys_soundcloud import playable_tracks
 
 DEPLOY_TIMEOUT_S = 480
 MIRROR_TIMEOUT_S = 240
+# supervisor reports STARTING for startsecs after a start, longer on a loaded machine.
+RUNNING_TIMEOUT_S = 60
 HOSTS = sorted(TEST_HOSTS)
 DEMO_ACCOUNTS = ["band-one", "band-two"]
 
@@ -53,11 +56,23 @@ def test_first_deploy_succeeds_on_every_host(first_deploy):
         assert counts["failed"] == 0 and counts["unreachable"] == 0, (host, counts)
 
 
-@pytest.mark.timeout(60, func_only=True)
+def wait_until_running(host: str) -> str:
+    """Poll `supervisorctl status sc2s3` until it reports RUNNING or RUNNING_TIMEOUT_S pass;
+    returns the last status line."""
+    deadline = time.monotonic() + RUNNING_TIMEOUT_S
+    while True:
+        # supervisorctl exits non-zero for every state but RUNNING: read its output instead.
+        status = ssh(host, "supervisorctl status sc2s3").stdout.strip()
+        if "RUNNING" in status.split() or time.monotonic() >= deadline:
+            return status
+        time.sleep(2)
+
+
+@pytest.mark.timeout(RUNNING_TIMEOUT_S + 60, func_only=True)
 @pytest.mark.parametrize("host", HOSTS)
 def test_agent_runs_under_supervisor_as_sc2s3(first_deploy, host):
-    status = ssh_ok(host, "supervisorctl status sc2s3")
-    assert "RUNNING" in status, status
+    status = wait_until_running(host)
+    assert "RUNNING" in status.split(), f"not RUNNING after {RUNNING_TIMEOUT_S} s: {status}"
     pid = ssh_ok(host, "supervisorctl pid sc2s3")
     assert ssh_ok(host, f"ps -o user= -p {int(pid)}") == "sc2s3"
     # stopasgroup/stopwaitsecs make a clean SIGTERM shutdown possible; check they are in place.
@@ -123,23 +138,34 @@ def test_health_reports_the_deployed_version(first_deploy, host):
     assert health["version"] == __version__
 
 
-def _archived_track_urns(s3, bucket: str, prefix: str) -> set[str]:
-    """sc-urn metadata of every audio object under the prefix."""
+# An audio object: <prefix><user_urn>/<track_urn>/r<n>/audio.<ext>.
+AUDIO_KEY = re.compile(r"/r(?P<revision>\d+)/audio\.[^/]+$")
+
+
+def _audio_keys(s3, bucket: str, prefix: str) -> list[str]:
+    """Keys of every audio object under the prefix (bookkeeping under state/ has none)."""
+    return sorted(
+        obj["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for obj in page.get("Contents", [])
+        if AUDIO_KEY.search(obj["Key"])
+    )
+
+
+def _archived_track_urns(s3, bucket: str, keys: list[str]) -> set[str]:
+    """sc-urn metadata of the audio objects `keys`."""
     urns = set()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            if "/audio." not in obj["Key"]:
-                continue
-            meta = s3.head_object(Bucket=bucket, Key=obj["Key"])["Metadata"]
-            if "sc-urn" in meta:
-                urns.add(meta["sc-urn"])
+    for key in keys:
+        meta = s3.head_object(Bucket=bucket, Key=key)["Metadata"]
+        if "sc-urn" in meta:
+            urns.add(meta["sc-urn"])
     return urns
 
 
 @pytest.mark.timeout(MIRROR_TIMEOUT_S + 60, func_only=True)
-def test_every_demo_track_lands_in_the_bucket(first_deploy, sandbox_vars):
+def test_every_demo_track_is_archived_exactly_once(first_deploy, sandbox_vars):
     v = sandbox_vars
-    expected = playable_track_urns(
+    expected = playable_tracks(
         v["sc2s3_soundcloud_api_url"],
         v["sc2s3_soundcloud_auth_url"],
         v["sc2s3_soundcloud_client_id"],
@@ -154,15 +180,31 @@ def test_every_demo_track_lands_in_the_bucket(first_deploy, sandbox_vars):
         aws_secret_access_key=v["sc2s3_s3_secret_access_key"],
         region_name=v.get("sc2s3_region", "us-east-1"),
     )
-    prefix = v.get("sc2s3_prefix", "soundcloud/")
+    bucket, prefix = v["sc2s3_bucket"], v.get("sc2s3_prefix", "soundcloud/")
     deadline = time.monotonic() + MIRROR_TIMEOUT_S
     archived: set[str] = set()
     while time.monotonic() < deadline:
-        archived = _archived_track_urns(s3, v["sc2s3_bucket"], prefix)
-        if expected <= archived:
+        archived = _archived_track_urns(s3, bucket, _audio_keys(s3, bucket, prefix))
+        if expected.keys() <= archived:
             break
         time.sleep(5)
-    assert expected - archived == set(), f"missing after {MIRROR_TIMEOUT_S} s"
+    assert expected.keys() - archived == set(), f"missing after {MIRROR_TIMEOUT_S} s"
+
+    # Three hosts share the accounts, and the upstream files never change here: each track's
+    # directory holds exactly one audio object, revision 1, and it is that track's. A second
+    # revision or a second audio object means two hosts (or two attempts) archived one track.
+    audio = _audio_keys(s3, bucket, prefix)
+    later_revisions = [k for k in audio if AUDIO_KEY.search(k)["revision"] != "1"]
+    assert later_revisions == [], f"tracks archived more than once: {later_revisions}"
+    wrong: dict[str, list[str]] = {}
+    for track, user in sorted(expected.items()):
+        track_dir = f"{prefix}{user}/{track}/"
+        keys = [k for k in audio if k.startswith(track_dir)]
+        if len(keys) != 1 or not keys[0].removeprefix(track_dir).startswith("r1/audio."):
+            wrong[track] = keys
+        elif s3.head_object(Bucket=bucket, Key=keys[0])["Metadata"].get("sc-urn") != track:
+            wrong[track] = [f"{keys[0]} (sc-urn is not {track})"]
+    assert wrong == {}, f"expected exactly one {prefix}<user>/<track>/r1/audio.*: {wrong}"
 
 
 @pytest.mark.timeout(DEPLOY_TIMEOUT_S + 60, func_only=True)

@@ -30,6 +30,7 @@ INPUTS = {
     "sc2s3_object_lock_days": 30,
 }
 TRACK = f"{PREFIX}soundcloud:users:1/soundcloud:tracks:2/r1/audio.mp3"
+LEASE = f"{PREFIX}state/leases/x.json"
 FOREIGN = "other-tenant/secret.txt"
 RUN_TIMEOUT_S = 240
 
@@ -120,8 +121,35 @@ def test_agent_can_mirror_under_its_prefix(agent_s3):
     s3.abort_multipart_upload(Bucket=BUCKET, Key=f"{PREFIX}x/audio.mp3", UploadId=second)
 
 
+@pytest.mark.timeout(60, func_only=True)
+def test_agent_can_keep_the_fleets_bookkeeping(agent_s3):
+    _, s3 = agent_s3
+    # A lease is taken with a conditional create and renewed with a conditional replace. Another
+    # host's create, or a replace based on a stale ETag, is refused by S3, not by the policy.
+    taken = s3.put_object(Bucket=BUCKET, Key=LEASE, Body=b'{"host": "h1"}', IfNoneMatch="*")
+    assert error_code(lambda: s3.put_object(
+        Bucket=BUCKET, Key=LEASE, Body=b'{"host": "h2"}', IfNoneMatch="*")) == "PreconditionFailed"
+    renewed = s3.put_object(Bucket=BUCKET, Key=LEASE, Body=b'{"host": "h1", "renewed": 1}',
+                            IfMatch=taken["ETag"])
+    assert error_code(lambda: s3.put_object(
+        Bucket=BUCKET, Key=LEASE, Body=b'{"host": "h2"}', IfMatch=taken["ETag"])) == (
+        "PreconditionFailed")
+    lease = s3.get_object(Bucket=BUCKET, Key=LEASE)
+    assert (lease["ETag"], lease["Body"].read()) == (
+        renewed["ETag"], b'{"host": "h1", "renewed": 1}')
+    # Heartbeats and the play-budget ledger, and the listings that find the fleet's hosts.
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}state/hosts/h1.json", Body=b"{}")
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}state/plays.json", Body=b"{}", IfNoneMatch="*")
+    hosts = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}state/hosts/")
+    assert [o["Key"] for o in hosts["Contents"]] == [f"{PREFIX}state/hosts/h1.json"]
+    leases = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}state/leases/")
+    assert [o["Key"] for o in leases["Contents"]] == [LEASE]
+
+
 DENIED = {
     "DeleteObject": lambda s3, version: s3.delete_object(Bucket=BUCKET, Key=TRACK),
+    # Leases are released by overwriting them: bookkeeping is not deletable either.
+    "DeleteObject of a lease": lambda s3, version: s3.delete_object(Bucket=BUCKET, Key=LEASE),
     "DeleteObjectVersion": lambda s3, version: s3.delete_object(
         Bucket=BUCKET, Key=TRACK, VersionId=version),
     "PutBucketPolicy": lambda s3, version: s3.put_bucket_policy(
