@@ -14,7 +14,6 @@ exits 0 (1 only if the benchmark itself broke); it is not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import subprocess
 import tempfile
@@ -23,34 +22,10 @@ from pathlib import Path
 
 from harness import AGENT_BIN, Catalog, SeaweedFS, Track, User, agent_env, simulator, write_config
 from sc2s3.fleet import tick_seconds
+from test_daemon import wait_for
+from test_fleet import audio_keys, holders
 
 KIB = 1024
-
-
-def holders(s3, bucket: str) -> dict[str, int | None]:
-    found = {}
-    for item in s3.list_objects_v2(Bucket=bucket, Prefix="archive/state/leases/accounts/").get(
-            "Contents", []):
-        body = json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
-        found[body["name"]] = None if body["released"] else body["pid"]
-    return found
-
-
-def audio_count(s3, bucket: str) -> int:
-    count = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="archive/"):
-        count += sum(1 for o in page.get("Contents", []) if "/audio." in o["Key"])
-    return count
-
-
-def wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise SystemExit(f"benchmark broke: timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def main() -> int:
@@ -89,10 +64,10 @@ def main() -> int:
                         [str(AGENT_BIN), "run", "--config", str(config)], env=agent_env(seaweed),
                         stdout=(home / "out.log").open("w"), stderr=subprocess.STDOUT))
                 started = time.monotonic()
-                wait(lambda: audio_count(s3, "bench-fleet") == total, 600, "the cold mirror")
+                wait_for(lambda: len(audio_keys(s3, "bench-fleet")) == total, 600, "the cold mirror")
                 cold_s = time.monotonic() - started
                 plays = sim.counters["plays"]
-                held = wait(lambda: (h := holders(s3, "bench-fleet")) and len(h) == len(names)
+                held = wait_for(lambda: (h := holders(s3, "bench-fleet")) and len(h) == len(names)
                             and None not in h.values() and h, 60, "every account held")
                 victim_pid = max({pid for pid in held.values()},
                                  key=lambda p: list(held.values()).count(p))
@@ -101,7 +76,7 @@ def main() -> int:
                 victim.send_signal(signal.SIGKILL)
                 killed = time.monotonic()
                 victim.wait()
-                wait(lambda: all(holders(s3, "bench-fleet").get(a) not in (victim_pid, None)
+                wait_for(lambda: all(holders(s3, "bench-fleet").get(a) not in (victim_pid, None)
                                  for a in victim_accounts), 10 * args.ttl_s + 60,
                      "the dead host's accounts to move")
                 moved_s = time.monotonic() - killed
