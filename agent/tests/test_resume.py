@@ -86,7 +86,10 @@ def test_sigkill_at_random_points_loses_at_most_the_parts_in_flight(make_agent, 
             process = start_mirror(agent)
             before = sim.counters["cdn_bytes"]
             if rng.random() < 0.25:  # some kills land in start-up, listing or state reads
-                time.sleep(rng.uniform(0.1, 1.5))
+                # ... or early in the transfer, but never after more than 60 MiB (a second of
+                # a fast run could otherwise carry the upload to its end before enough kills)
+                wait_until(lambda b=before: sim.counters["cdn_bytes"] >= b + 60 * MIB,
+                           rng.uniform(0.1, 1.5), process)
             else:
                 threshold = before + rng.randint(1 * MIB, 60 * MIB)
                 wait_until(lambda t=threshold: sim.counters["cdn_bytes"] >= t, 60, process)
