@@ -105,10 +105,6 @@ class Fleet:
             lease = self._held.get(account)
             return lease is not None and not lease.lost and account not in self._yielding
 
-    def lease(self, account: str) -> Lease | None:
-        with self._lock:
-            return self._held.get(account)
-
     def held_count(self) -> int:
         with self._lock:
             return len(self._held)
@@ -228,8 +224,9 @@ class Fleet:
                                                    _rank(me, a)))[:max(0, excess)]:
             self._yield(account)
         room = cap - len(mine) if len(mine) < floor or not [h for h in starving if h != me] else 0
-        free = [a for a in self.accounts if a not in self._held
-                and (a not in views or views[a].free_for(self.holder))]
+        with self._lock:
+            free = [a for a in self.accounts if a not in self._held
+                    and (a not in views or views[a].free_for(self.holder))]
         taken = 0
         for account in sorted(free, key=lambda a: _rank(me, a)):
             if taken >= room:

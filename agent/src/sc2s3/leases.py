@@ -200,10 +200,6 @@ class Lease:
         if time.monotonic() >= self.deadline:
             self.store.renew(self)
 
-    @property
-    def valid(self) -> bool:
-        return not self.lost and time.monotonic() < self.deadline
-
 
 class LeaseStore:
     """Account leases under ``{prefix}state/leases/accounts/`` for ``holder``.

@@ -67,7 +67,7 @@ class AccountPass:
     account: str
     user: User
     catalog: Catalog
-    lease: Lease | None          # None in a dry run
+    lease: Lease
     resume: ResumeStore
 
 
@@ -141,6 +141,7 @@ class Mirror:
         self._tracks = ThreadPoolExecutor(concurrency, thread_name_prefix="track")
         self._catalog_lock = threading.Lock()
         self.in_flight = 0  # tracks being transferred now (for the fleet's heartbeat)
+        self._in_flight_lock = threading.Lock()
 
     def __enter__(self) -> Mirror:
         return self
@@ -262,7 +263,7 @@ class Mirror:
                      track_urn=track.urn, **self.soundcloud.budget.snapshot())
             return
         TRACKS_IN_FLIGHT.inc()
-        with self._catalog_lock:
+        with self._in_flight_lock:
             self.in_flight += 1
         try:
             # A temporary failure parks the upload; the next attempt resumes it from S3.
@@ -297,7 +298,7 @@ class Mirror:
                       error_type=type(exc).__name__, exc_info=not isinstance(exc, Sc2s3Error))
         finally:
             TRACKS_IN_FLIGHT.dec()
-            with self._catalog_lock:
+            with self._in_flight_lock:
                 self.in_flight -= 1
 
     def _wait_for_plays(self) -> bool:
