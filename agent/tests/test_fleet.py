@@ -23,6 +23,7 @@ from soundcloud_sim import Catalog, Simulator, Track, User, original_sha256
 from support.ports import free_loopback_ports
 from support.s3_faults import S3FaultProxy
 from test_daemon import wait_for
+from test_resume import SOCKET_BUFFERS
 
 from sc2s3.fleet import JOIN_SETTLE_S, tick_seconds
 from sc2s3.leases import Holder, LeaseHeld, LeaseLost, LeaseStore
@@ -31,7 +32,6 @@ from sc2s3.mirror import PARTS_IN_FLIGHT_PER_TRACK
 MIB = 1024 * 1024
 KIB = 1024
 PART = 5 * MIB
-SOCKET_BUFFERS = 6 * MIB  # what a loopback socket may hold at a kill (send buffer + window)
 TTL_S = 10                # the smallest lease_ttl_s the config allows
 POLL_S = 2
 TICK_S = tick_seconds(TTL_S, POLL_S)
