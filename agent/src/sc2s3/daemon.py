@@ -99,7 +99,7 @@ def _self_checks(config: Config, s3, soundcloud: SoundCloudClient, fleet: Fleet,
         # A listing under the prefix, not HeadBucket: it is what the IAM policy grants (ListBucket
         # with an s3:prefix condition), so the check proves the permissions the mirror needs.
         s3.list_objects_v2(Bucket=config.s3.bucket, Prefix=config.s3.prefix, MaxKeys=1)
-        fleet.heartbeat()
+        fleet.heartbeat(ready=False)
         state.set_check("s3", "ok")
     except (ClientError, BotoCoreError, TemporaryError) as exc:
         state.set_check("s3", f"error: {exc}")

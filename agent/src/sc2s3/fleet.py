@@ -182,7 +182,10 @@ class Fleet:
         :raises TemporaryError: S3 unreachable.
         """
         if self.member:
-            self.heartbeat()
+            try:
+                self.heartbeat()
+            except TemporaryError as exc:  # renewals matter more: they still go out
+                log.warning("heartbeat failed", error=str(exc))
         self._renew_all()
         if self.member:
             self._balance()
@@ -264,8 +267,10 @@ class Fleet:
     def heartbeat_key(self) -> str:
         return f"{self.prefix}state/hosts/{quote(self.holder.host, safe='')}-{self.holder.host_id}.json"
 
-    def heartbeat(self, stopped: bool = False) -> None:
-        """Write this host's heartbeat (its own object: a plain overwrite).
+    def heartbeat(self, stopped: bool = False, ready: bool = True) -> None:
+        """Write this host's heartbeat (its own object: a plain overwrite). Only a ``ready``
+        heartbeat (the keeper's, not a start-up check's) counts the host into the fleet: a daemon
+        stuck in its self-checks must not be given accounts.
 
         :raises TemporaryError: S3 unreachable or not writable.
         """
@@ -273,6 +278,7 @@ class Fleet:
             held = sorted(self._held)
         body = {"format": "sc2s3-host/1", **self.holder.as_dict(), "version": self.version,
                 "started_at": self.started_at, "ttl_s": self.ttl_s, "stopped": stopped,
+                "ready": ready,
                 "accounts": held, "tracks_in_flight": self.in_flight(),
                 "play_budget": self.play_budget,
                 "written_at": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -292,7 +298,7 @@ class Fleet:
 def read_heartbeats(s3, bucket: str, prefix: str,
                     cache: dict[str, tuple[str, dict]] | None = None) -> list[dict]:
     """Every daemon heartbeat under ``{prefix}state/hosts/``, each with ``age_s`` (S3's clock),
-    ``last_heartbeat`` and ``live`` (younger than its ``ttl_s`` and not stopped) added.
+    ``last_heartbeat`` and ``live`` (younger than its ``ttl_s``, ready and not stopped) added.
 
     :raises TemporaryError: S3 unreachable.
     """
@@ -305,11 +311,15 @@ def read_heartbeats(s3, bucket: str, prefix: str,
             for item in page.get("Contents", []):
                 key, etag = item["Key"], item["ETag"]
                 if key not in cache or cache[key][0] != etag:
-                    answer = s3.get_object(Bucket=bucket, Key=key)
                     try:
+                        answer = s3.get_object(Bucket=bucket, Key=key)
                         body = json.loads(answer["Body"].read())
+                    except ClientError as exc:
+                        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                            continue  # deleted between the listing and the read
+                        raise
                     except ValueError:
-                        body = {}
+                        answer, body = {}, {}
                     cache[key] = (answer.get("ETag", etag), body if isinstance(body, dict) else {})
                 body = cache[key][1]
                 if not body.get("holder"):
@@ -321,10 +331,9 @@ def read_heartbeats(s3, bucket: str, prefix: str,
                     ttl = 0.0
                 found.append({**body, "age_s": round(age, 1),
                               "last_heartbeat": item["LastModified"].isoformat(),
-                              "live": age <= ttl and not body.get("stopped")})
+                              "live": age <= ttl and body.get("ready", True)
+                              and not body.get("stopped")})
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return found  # deleted between the listing and the read
         raise TemporaryError(f"cannot read heartbeats: {exc}") from exc
     except BotoCoreError as exc:
         raise TemporaryError(f"cannot read heartbeats: {exc}") from exc

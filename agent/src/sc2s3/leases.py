@@ -25,7 +25,7 @@ whose clock is off neither takes a live lease nor keeps a dead one.
 
 *Fencing.* Every bookkeeping write a lease guards (the lease itself, the account's resume states,
 its catalog) is conditional on the ETag its writer last saw, and :meth:`Lease.fence` is called
-first: past its own deadline (measured on the monotonic clock from when the last renewal was
+first: past its own deadline (measured on the boot-time clock from when the last renewal was
 sent, less a safety margin) the holder renews before it writes, and a refused renewal makes the
 write raise :class:`LeaseLost`. A process that was stalled past ``ttl_s`` therefore writes nothing
 for an account it lost.
@@ -116,6 +116,24 @@ def _process_start(pid: int) -> str:
     return stat.rsplit(")", 1)[-1].split()[19]
 
 
+def _runs(pid: int, started: str) -> bool:
+    """False only when process ``pid`` (started at ``started``) certainly no longer runs here."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    current = _process_start(pid)
+    return not current or current == started  # unreadable (hidepid): assume it is the one
+
+
+def clock() -> float:
+    """Seconds on a clock that keeps counting while the host is suspended (a lease does too)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") \
+        else time.monotonic()
+
+
 @dataclass(frozen=True)
 class Holder:
     """One agent process, as leases and heartbeats name it."""
@@ -149,13 +167,15 @@ class Holder:
         return {"holder": self.id, "host": self.host, "host_id": self.host_id, "pid": self.pid}
 
     def knows_dead(self, holder_id: str) -> bool:
-        """True when ``holder_id`` is a process of this host (same host id) that no longer runs."""
+        """True when ``holder_id`` is a process of this host (same hostname and host id) that
+        certainly no longer runs."""
         parts = holder_id.split(":")
-        if len(parts) != 4 or parts[1] != self.host_id or holder_id == self.id:
+        if len(parts) != 4 or (parts[0], parts[1]) != (self.host, self.host_id) \
+                or holder_id == self.id or not parts[2].isdigit():
             return False
         if not parts[3] or not Path("/proc/self/stat").exists():
             return False  # no way to tell here: wait for the lease to expire
-        return not parts[2].isdigit() or _process_start(int(parts[2])) != parts[3]
+        return not _runs(int(parts[2]), parts[3])
 
 
 @dataclass
@@ -197,7 +217,7 @@ class Lease:
         """
         if self.lost:
             raise LeaseLost(f"lease of {self.name} was lost")
-        if time.monotonic() >= self.deadline:
+        if clock() >= self.deadline:
             self.store.renew(self)
 
 
@@ -303,9 +323,16 @@ class LeaseStore:
         with lease.lock:
             if lease.lost:
                 raise LeaseLost(f"lease of {lease.name} was lost")
+            sent_at = clock()
             try:
                 renewed = self._write(lease.name, {"IfMatch": lease.etag}, released=False)
             except LeaseLost:
+                # A retried PUT whose first attempt had landed also answers 412: still ours?
+                view = self.read(lease.name)
+                if view.holder == self.holder.id and not view.released:
+                    lease.etag = view.etag
+                    lease.deadline = sent_at + self.ttl_s - self.margin_s
+                    return
                 lease.lost = True
                 log.warning("lease lost: another host holds the account now; "
                             "no more writes for it", account=lease.name)
@@ -329,7 +356,7 @@ class LeaseStore:
         body = {"format": LEASE_FORMAT, "name": name, **self.holder.as_dict(),
                 "version": self.version, "ttl_s": self.ttl_s, "released": released,
                 "written_at": datetime.now().astimezone().isoformat(timespec="seconds")}
-        sent_at = time.monotonic()
+        sent_at = clock()
         try:
             answer = self.s3.put_object(Bucket=self.bucket, Key=self.key(name),
                                         Body=json.dumps(body).encode(),

@@ -173,6 +173,8 @@ class Mirror:
                     self._mirror_account(account, None, result, dry_run=True)
                     continue
                 if not self.fleet.keeps(account):
+                    if self.fleet.member:
+                        continue  # handed over since the cycle began: the fleet decides
                     self.fleet.take(account)
                 with self.fleet.working(account) as lease:
                     self._mirror_account(account, lease, result, dry_run=False)
@@ -219,14 +221,14 @@ class Mirror:
             holder_id=self.fleet.holder.id, ttl_s=self.config.agent.lease_ttl_s))
         lease.fence()
         self.store.put_json(self.layout.user_json(user.urn), user.raw, overwrite=True)
+        self.soundcloud.budget.expect(len(todo))
         futures = [self._tracks.submit(self._mirror_track_safely, current, t,
                                        self._revision_number(catalog, t), result)
                    for t in todo]
         for future in futures:
             future.result()
-        if not self.fleet.keeps(account):
-            lease.fence()  # handed over meanwhile: the new holder does the end-of-pass work
-            return
+        # Still held even while being handed over (the lease goes when this pass ends); the
+        # fenced save below raises LeaseLost if it was taken meanwhile.
         self._mark_deleted_upstream(catalog, {t.urn for t in tracks})
         self._abort_uploads_of_deleted_tracks(current, {t.urn for t in tracks})
         self.store.save(catalog, lease)

@@ -9,8 +9,9 @@ One ledger object, ``{prefix}state/plays.json``, counts the plays the fleet *res
 10-minute bucket over the last 24 h, and the time until which a 429 blocks every play. It is
 only written with conditional writes (``IfMatch`` on the ETag read, ``IfNoneMatch='*'`` when new):
 two hosts reserving at once cannot both succeed, the loser reads again. A host reserves plays in
-small blocks and spends them locally; a reservation is counted as spent whether or not it is used,
-so the fleet's plays in any 24 h window never exceed the budget. Each host also records its own
+small blocks (no more than it expects to need) and spends them within one 10-minute bucket; a
+reservation is counted as spent whether or not it is used, and stays in the ledger for 24 h and
+two buckets, so the fleet's plays in any 24 h window never exceed the budget. Each host also records its own
 ``play_budget`` there; the lowest one recorded in the window is the fleet's limit.
 
 Before every play the ledger is read again (one GET), so a 429 seen by any host stops the plays of
@@ -37,6 +38,10 @@ LEDGER_FORMAT = "sc2s3-plays/1"
 WINDOW_S = 86_400
 BUCKET_S = 600          # reservations are counted per 10 minutes: at most 145 numbers in the ledger
 MAX_BLOCK = 10          # plays reserved at once, at most (fewer as the budget runs low)
+TOKEN_LIFE_S = BUCKET_S  # a reserved play is spent within this time, or never
+# A bucket is counted for 24 h after its end plus a token's life: every play spent from it
+# stays counted for 24 h after the play.
+RETAIN_EXTRA_S = BUCKET_S + TOKEN_LIFE_S
 WRITE_ATTEMPTS = 8
 
 
@@ -59,12 +64,19 @@ class FleetPlayBudget:
         self._etag: str | None = None
         self._read_at = -math.inf             # monotonic time of the last read
         self._tokens: list[float] = []        # monotonic expiry of each play reserved, unspent
+        self._want = 1                        # plays this process expects to need soon
 
     def now(self) -> float:
         """S3's clock, epoch seconds."""
         return self.clock.now()
 
     # -- the interface the SoundCloud client and the mirror use ---------------------------------
+
+    def expect(self, plays: int) -> None:
+        """Plays this process is about to need (the tracks it is about to start): a reservation
+        takes no more than that, so no play is reserved in vain."""
+        with self._lock:
+            self._want = max(1, plays)
 
     def spend(self) -> None:
         """Count one play: from this host's reserved block, else from a new reservation.
@@ -80,14 +92,12 @@ class FleetPlayBudget:
             if not self._tokens:
                 self._reserve()
             self._tokens.pop()
-
-    def can_start(self) -> bool:
-        """True when a new track may start: not blocked, and more than ``headroom`` plays left
-        (including this host's unspent reservation). Reads the ledger at most every 2 s."""
-        return self.wait_s() == 0.0
+            self._want = max(1, self._want - 1)
 
     def wait_s(self) -> float:
-        """Seconds until a new track may start (0.0: now; ``inf`` when S3 cannot tell).
+        """Seconds until a new track may start (0.0: now; ``inf`` when S3 cannot tell): not
+        blocked, and more than ``headroom`` plays left (including this host's unspent
+        reservation). Reads the ledger at most every 2 s.
 
         :raises: nothing; an unreadable ledger counts as a wait of ``inf``.
         """
@@ -149,7 +159,7 @@ class FleetPlayBudget:
     def _used(self, now: float) -> int:
         horizon = now - self.window_s
         return sum(int(n) for start, n in self._ledger.get("reserved", {}).items()
-                   if int(start) + BUCKET_S > horizon)
+                   if int(start) + RETAIN_EXTRA_S > horizon)
 
     def _check(self, reserve: int) -> None:
         now = self.now()
@@ -162,9 +172,10 @@ class FleetPlayBudget:
         limit = self._limit()
         if self._used(now) + reserve - len(self._tokens) >= limit:
             live = [int(s) for s, n in self._ledger.get("reserved", {}).items()
-                    if int(s) + BUCKET_S > now - self.window_s and n]
+                    if int(s) + RETAIN_EXTRA_S > now - self.window_s and n]
             raise RateLimited(f"play budget of {limit} per {self.window_s:.0f} s is spent "
-                              "for the fleet", (min(live) if live else now) + self.window_s + BUCKET_S)
+                              "for the fleet",
+                              (min(live) if live else now) + self.window_s + RETAIN_EXTRA_S)
 
     def _reserve(self) -> None:
         for _attempt in range(WRITE_ATTEMPTS):
@@ -172,18 +183,18 @@ class FleetPlayBudget:
             left = self._limit() - self._used(now)
             if left <= 0:
                 self._check(reserve=0)
-            block = max(1, min(MAX_BLOCK, left // (4 * max(1, self.hosts()))))
+            block = max(1, min(MAX_BLOCK, self._want, left // (4 * max(1, self.hosts()))))
             start = str(int(now // BUCKET_S) * BUCKET_S)
             horizon = now - self.window_s
             reserved = {s: n for s, n in self._ledger.get("reserved", {}).items()
-                        if int(s) + BUCKET_S > horizon}
+                        if int(s) + RETAIN_EXTRA_S > horizon}
             reserved[start] = reserved.get(start, 0) + block
             limits = {h: e for h, e in self._ledger.get("limits", {}).items()
                       if isinstance(e, list) and len(e) == 2 and e[1] > horizon}
             limits[self.holder.host_id] = [self.limit, now]
             self._ledger.update(reserved=reserved, limits=limits)
             if self._write():
-                expiry = time.monotonic() + self.window_s - BUCKET_S
+                expiry = time.monotonic() + TOKEN_LIFE_S
                 self._tokens.extend([expiry] * block)
                 log.debug("plays reserved", plays=block, fleet_used=self._used(now))
                 return
@@ -206,7 +217,10 @@ class FleetPlayBudget:
         except ValueError:
             log.warning("the play ledger is unreadable; it is rewritten", key=self.key)
             body = {}
-        self._ledger = body if isinstance(body, dict) else {}
+        if not _well_formed(body):
+            log.warning("the play ledger is malformed; it is rewritten", key=self.key)
+            body = {}
+        self._ledger = body
         self._read_at = time.monotonic()
 
     def _write(self) -> bool:
@@ -226,3 +240,19 @@ class FleetPlayBudget:
         self._etag = answer.get("ETag")
         self.clock.observe(answer)
         return True
+
+
+def _well_formed(body: object) -> bool:
+    """The ledger's shape: numbers where numbers belong (a hand-edited or foreign object is not
+    trusted: it is rewritten)."""
+    if not isinstance(body, dict):
+        return False
+    try:
+        float(body.get("blocked_until") or 0)
+        reserved, limits = body.get("reserved", {}), body.get("limits", {})
+        return (isinstance(reserved, dict) and isinstance(limits, dict)
+                and all(int(k) >= 0 and int(v) >= 0 for k, v in reserved.items())
+                and all(isinstance(e, list) and len(e) == 2 and int(e[0]) >= 1
+                        and float(e[1]) >= 0 for e in limits.values()))
+    except (TypeError, ValueError):
+        return False

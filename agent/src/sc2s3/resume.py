@@ -145,25 +145,38 @@ class ResumeStore:
         self._put(track_urn, json.dumps({"format": STATE_FORMAT, "track_urn": track_urn,
                                          "upload_id": None, "outcome": outcome}).encode())
 
-    def _put(self, track_urn: str, body: bytes) -> None:
+    def fence(self) -> None:
+        """The account lease's fence (see :meth:`sc2s3.leases.Lease.fence`); a no-op unfenced."""
         if self.lease is not None:
             self.lease.fence()
-        with self._lock:
-            if track_urn not in self._etags:
-                self._etags[track_urn] = get_object_body(self.s3, self.bucket,
-                                                         self.key(track_urn))[1]
-            etag = self._etags[track_urn]
-        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-        try:
-            answer = self.s3.put_object(Bucket=self.bucket, Key=self.key(track_urn), Body=body,
-                                        ContentType="application/json", **condition)
-        except ClientError as exc:
-            if is_conflict(exc):
-                raise LeaseLost(f"resume state of {track_urn} was written by another "
-                                "process: the account changed hands") from exc
-            raise TemporaryError(f"saving resume state of {track_urn}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise TemporaryError(f"saving resume state of {track_urn}: {exc}") from exc
+
+    def _put(self, track_urn: str, body: bytes) -> None:
+        for attempt in (1, 2):
+            self.fence()
+            with self._lock:
+                if track_urn not in self._etags:
+                    self._etags[track_urn] = get_object_body(self.s3, self.bucket,
+                                                             self.key(track_urn))[1]
+                etag = self._etags[track_urn]
+            condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+            try:
+                answer = self.s3.put_object(Bucket=self.bucket, Key=self.key(track_urn),
+                                            Body=body, ContentType="application/json",
+                                            **condition)
+                break
+            except ClientError as exc:
+                if not is_conflict(exc):
+                    raise TemporaryError(f"saving resume state of {track_urn}: {exc}") from exc
+                # Another writer, or our own retried PUT whose first attempt had landed: the
+                # lease tells (renew raises LeaseLost if the account changed hands).
+                if self.lease is None or attempt == 2:
+                    raise LeaseLost(f"resume state of {track_urn} was written by another "
+                                    "process: the account changed hands") from exc
+                self.lease.store.renew(self.lease)
+                with self._lock:
+                    self._etags.pop(track_urn, None)
+            except BotoCoreError as exc:
+                raise TemporaryError(f"saving resume state of {track_urn}: {exc}") from exc
         with self._lock:
             self._etags[track_urn] = answer.get("ETag")
 

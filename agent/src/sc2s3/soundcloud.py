@@ -178,7 +178,8 @@ class SoundCloudClient:
             raise UpstreamError(f"SoundCloud refused the client credentials (HTTP "
                                 f"{response.status_code}); check soundcloud.client_id and the secret")
         if response.status_code == 429:
-            raise RateLimited("SoundCloud token endpoint answered HTTP 429", retry_at(response))
+            raise RateLimited("SoundCloud token endpoint answered HTTP 429",
+                              retry_at(response, self.budget.now()))
         if response.status_code != 200:
             raise TemporaryError(f"SoundCloud token endpoint answered HTTP {response.status_code}")
         body = _json(response)

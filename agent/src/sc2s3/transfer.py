@@ -242,8 +242,8 @@ class StreamingUpload:
         if self.resume_store is not None:
             try:
                 self.resume_store.save(state)  # before any part: the upload is never orphaned
-            except TemporaryError:
-                abort_upload(self.s3, self.bucket, self.key, upload_id)
+            except (TemporaryError, LeaseLost):
+                abort_upload(self.s3, self.bucket, self.key, upload_id)  # known to no one else
                 raise
         return state
 
@@ -313,6 +313,8 @@ class StreamingUpload:
         parts = [state.parts[number] for number in sorted(state.parts)]
         algorithm = state.checksum_algorithm
         expected = composite(algorithm, [base64.b64decode(p.checksum) for p in parts])
+        if self.resume_store is not None:
+            self.resume_store.fence()  # a holder that lost the account leaves the upload alone
         answer = self.s3.complete_multipart_upload(
             Bucket=self.bucket, Key=self.key, UploadId=state.upload_id,
             MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag,
@@ -334,6 +336,12 @@ class StreamingUpload:
             log.warning("could not park the upload's state", key=self.key, error=str(exc))
 
     def _abandon(self, state: UploadState, outcome: str) -> None:
+        if self.resume_store is not None:
+            try:
+                self.resume_store.fence()
+            except (TemporaryError, LeaseLost) as exc:  # the next holder decides its fate
+                log.warning("upload left as it is", key=self.key, error=str(exc))
+                return
         abort_upload(self.s3, self.bucket, self.key, state.upload_id)
         if self.resume_store is not None:
             try:
