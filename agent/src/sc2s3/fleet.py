@@ -48,6 +48,7 @@ from .errors import TemporaryError
 from .leases import Holder, Lease, LeaseHeld, LeaseLost, LeaseStore, LeaseView, S3Clock, s3_date
 from .logs import log
 from .plays import FleetPlayBudget
+from .s3 import get_json_changed
 
 JOIN_SETTLE_S = 3.0  # a starting daemon heartbeats, then waits this long to see its peers
 
@@ -309,19 +310,9 @@ def read_heartbeats(s3, bucket: str, prefix: str,
                 Bucket=bucket, Prefix=f"{prefix}state/hosts/"):
             now = s3_date(page) or time.time()
             for item in page.get("Contents", []):
-                key, etag = item["Key"], item["ETag"]
-                if key not in cache or cache[key][0] != etag:
-                    try:
-                        answer = s3.get_object(Bucket=bucket, Key=key)
-                        body = json.loads(answer["Body"].read())
-                    except ClientError as exc:
-                        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                            continue  # deleted between the listing and the read
-                        raise
-                    except ValueError:
-                        answer, body = {}, {}
-                    cache[key] = (answer.get("ETag", etag), body if isinstance(body, dict) else {})
-                body = cache[key][1]
+                body = get_json_changed(s3, bucket, item["Key"], item["ETag"], cache)
+                if body is None:
+                    continue  # deleted between the listing and the read
                 if not body.get("holder"):
                     continue  # sc2s3 0.3 wrote a start marker here, not a heartbeat
                 age = now - item["LastModified"].timestamp()

@@ -61,6 +61,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import Sc2s3Error, TemporaryError
 from .logs import log
+from .s3 import get_json_changed, get_json_object
 from .state import write_atomic
 
 LEASE_FORMAT = "sc2s3-lease/1"
@@ -251,7 +252,8 @@ class LeaseStore:
                 now = s3_date(page) or self.clock.now()
                 self.clock.observe(page)
                 for item in page.get("Contents", []):
-                    body = self._body(item["Key"], item["ETag"])
+                    body = get_json_changed(self.s3, self.bucket, item["Key"], item["ETag"],
+                                            self._bodies)
                     if body is None:
                         continue
                     age = now - item["LastModified"].timestamp()
@@ -261,39 +263,15 @@ class LeaseStore:
             raise TemporaryError(f"cannot list leases: {exc}") from exc
         return views
 
-    def _body(self, key: str, etag: str) -> dict | None:
-        cached = self._bodies.get(key)
-        if cached and cached[0] == etag:
-            return cached[1]
-        try:
-            answer = self.s3.get_object(Bucket=self.bucket, Key=key)
-            body = json.loads(answer["Body"].read())
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise
-        except ValueError:
-            body = {}
-        body = body if isinstance(body, dict) else {}
-        self._bodies[key] = (answer.get("ETag", etag), body)
-        return body
-
     def read(self, name: str) -> LeaseView:
         """The lease of ``name`` as S3 holds it now. :raises TemporaryError: S3 unreachable."""
-        try:
-            answer = self.s3.get_object(Bucket=self.bucket, Key=self.key(name))
-            body = json.loads(answer["Body"].read())
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return LeaseView(name, "", True, None, 0.0, self.ttl_s, {})
-            raise TemporaryError(f"cannot read the lease of {name}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise TemporaryError(f"cannot read the lease of {name}: {exc}") from exc
-        except ValueError:
-            body = {}
+        got = get_json_object(self.s3, self.bucket, self.key(name))
+        if got is None:
+            return LeaseView(name, "", True, None, 0.0, self.ttl_s, {})
+        body, answer = got
         self.clock.observe(answer)
         now = s3_date(answer) or self.clock.now()
-        return _view({"name": name, **(body if isinstance(body, dict) else {})}, answer["ETag"],
+        return _view({"name": name, **(body or {})}, answer["ETag"],
                      now - answer["LastModified"].timestamp())
 
     def take(self, name: str, seen: LeaseView | None = None) -> Lease:

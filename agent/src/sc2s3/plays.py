@@ -33,6 +33,7 @@ from .errors import TemporaryError
 from .leases import Holder, S3Clock, is_conflict
 from .logs import log
 from .ratelimit import RateLimited
+from .s3 import get_json_object
 
 LEDGER_FORMAT = "sc2s3-plays/1"
 WINDOW_S = 86_400
@@ -203,20 +204,13 @@ class FleetPlayBudget:
         raise TemporaryError("the play ledger keeps changing; try again")
 
     def _read(self) -> None:
-        try:
-            answer = self.s3.get_object(Bucket=self.bucket, Key=self.key)
-            body = json.loads(answer["Body"].read())
-            self._etag = answer.get("ETag")
-            self.clock.observe(answer)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
-                raise TemporaryError(f"cannot read the play ledger: {exc}") from exc
+        got = get_json_object(self.s3, self.bucket, self.key)
+        if got is None:
             body, self._etag = {}, None
-        except BotoCoreError as exc:
-            raise TemporaryError(f"cannot read the play ledger: {exc}") from exc
-        except ValueError:
-            log.warning("the play ledger is unreadable; it is rewritten", key=self.key)
-            body = {}
+        else:
+            body, answer = got
+            self._etag = answer.get("ETag")  # also of an unreadable ledger: it is rewritten
+            self.clock.observe(answer)
         if not _well_formed(body):
             log.warning("the play ledger is malformed; it is rewritten", key=self.key)
             body = {}

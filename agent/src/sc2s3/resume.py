@@ -34,7 +34,7 @@ from . import checksums
 from .errors import TemporaryError
 from .leases import Lease, LeaseLost, is_conflict
 from .logs import log
-from .s3 import get_object_body
+from .s3 import get_json_object, get_object_body
 from .soundcloud import TRACK_URN
 
 STATE_FORMAT = "sc2s3-upload/1"
@@ -117,14 +117,10 @@ class ResumeStore:
 
         :raises TemporaryError: S3 unreachable.
         """
-        body, etag = get_object_body(self.s3, self.bucket, self.key(track_urn))
+        got = get_json_object(self.s3, self.bucket, self.key(track_urn))
         with self._lock:
-            self._etags[track_urn] = etag
-        try:
-            data = json.loads(body) if body is not None else None
-        except ValueError:
-            data = None
-        return _parse(track_urn, data if isinstance(data, dict) else None)
+            self._etags[track_urn] = got[1].get("ETag") if got else None
+        return _parse(track_urn, got[0] if got else None)
 
     def save(self, state: UploadState) -> None:
         """Save ``state`` (after each part).

@@ -5,6 +5,8 @@ The boto3 S3 client the agent uses. Credentials come from boto3's standard chain
 profile on EC2, environment or shared credentials file elsewhere).
 """
 
+import json
+
 import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
@@ -41,17 +43,59 @@ def _custom_endpoint_options() -> dict:
     return {"addressing_style": "path", "payload_signing_enabled": False}
 
 
+def _get(s3, bucket: str, key: str) -> tuple[bytes, dict] | None:
+    """``(body, answer)`` of GetObject ``bucket/key``, or None when no such object exists."""
+    try:
+        answer = s3.get_object(Bucket=bucket, Key=key)
+        return answer["Body"].read(), answer
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise TemporaryError(f"cannot read {key}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise TemporaryError(f"cannot read {key}: {exc}") from exc
+
+
 def get_object_body(s3, bucket: str, key: str) -> tuple[bytes | None, str | None]:
     """``(body, ETag)`` of ``bucket/key``, or ``(None, None)`` when no such object exists.
 
     :raises TemporaryError: S3 unreachable, or any other error answer.
     """
+    got = _get(s3, bucket, key)
+    return (None, None) if got is None else (got[0], got[1].get("ETag"))
+
+
+def get_json_object(s3, bucket: str, key: str) -> tuple[dict | None, dict] | None:
+    """``(document, answer)`` of a small JSON object: the parsed document (None when it is not a
+    JSON object) and boto3's GetObject answer (``ETag``, ``LastModified``, the ``Date`` header);
+    None when no such object exists.
+
+    :raises TemporaryError: S3 unreachable, or any other error answer.
+    """
+    got = _get(s3, bucket, key)
+    if got is None:
+        return None
     try:
-        answer = s3.get_object(Bucket=bucket, Key=key)
-        return answer["Body"].read(), answer.get("ETag")
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None, None
-        raise TemporaryError(f"cannot read {key}: {exc}") from exc
-    except BotoCoreError as exc:
-        raise TemporaryError(f"cannot read {key}: {exc}") from exc
+        document = json.loads(got[0])
+    except ValueError:
+        document = None
+    return (document if isinstance(document, dict) else None), got[1]
+
+
+def get_json_changed(s3, bucket: str, key: str, etag: str,
+                     cache: dict[str, tuple[str, dict]]) -> dict | None:
+    """The JSON object at ``key`` as listed with ``etag``, read only when ``cache`` (key ->
+    ``(ETag, document)``, updated here) does not hold that version already; ``{}`` for one that
+    is not a JSON object, None when it vanished since the listing.
+
+    :raises TemporaryError: S3 unreachable.
+    """
+    cached = cache.get(key)
+    if cached and cached[0] == etag:
+        return cached[1]
+    got = get_json_object(s3, bucket, key)
+    if got is None:
+        return None
+    document, answer = got
+    cache[key] = (answer.get("ETag", etag), document or {})
+    return cache[key][1]
