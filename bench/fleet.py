@@ -56,10 +56,8 @@ def main() -> int:
                     config = write_config(
                         home / "config.toml", sim_url=sim.base_url,
                         endpoint=seaweed.endpoint_url, bucket="bench-fleet",
-                        state_dir=home / "state", accounts=names,
+                        state_dir=home / "state", accounts=names, poll_interval_s=args.poll_s,
                         extra_agent=f'health_listen = "127.0.0.1:0"\nlease_ttl_s = {args.ttl_s}')
-                    config.write_text(config.read_text().replace(
-                        "poll_interval_s = 1", f"poll_interval_s = {args.poll_s}"))
                     processes.append(subprocess.Popen(
                         [str(AGENT_BIN), "run", "--config", str(config)], env=agent_env(seaweed),
                         stdout=(home / "out.log").open("w"), stderr=subprocess.STDOUT))

@@ -63,7 +63,8 @@ class Agent:
 
 def write_config(path: Path, *, sim_url: str, endpoint: str, bucket: str, state_dir: Path,
                  accounts=("band-one",), part_size_mib: int = 5, concurrency: int = 2,
-                 extra_agent: str = "", extra_soundcloud: str = "") -> Path:
+                 poll_interval_s: float = 1, extra_agent: str = "",
+                 extra_soundcloud: str = "") -> Path:
     secret_file = path.parent / "client_secret"
     secret_file.write_text(CLIENT_SECRET + "\n")
     accounts_toml = ", ".join(f'"{a}"' for a in accounts)
@@ -84,7 +85,7 @@ endpoint_url = "{endpoint}"
 
 [agent]
 state_dir = "{state_dir}"
-poll_interval_s = 1
+poll_interval_s = {poll_interval_s}
 concurrency = {concurrency}
 part_size_mib = {part_size_mib}
 {extra_agent}

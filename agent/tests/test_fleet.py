@@ -100,9 +100,8 @@ def fleet(tmp_path, seaweed, bucket, agent_env):
                 home / "config.toml", sim_url=sim.base_url, bucket=bucket,
                 endpoint=endpoint or seaweed.endpoint_url, state_dir=home / "state",
                 accounts=accounts, concurrency=concurrency, extra_soundcloud=extra_soundcloud,
+                poll_interval_s=poll_s,
                 extra_agent=f'health_listen = "127.0.0.1:{port}"\nlease_ttl_s = {ttl_s}')
-            config.write_text(config.read_text().replace("poll_interval_s = 1",
-                                                         f"poll_interval_s = {poll_s}"))
             host = Host(name, config, {**agent_env, **(env or {})})
             hosts.append(host)
             made.append(host)
