@@ -20,12 +20,13 @@ MOTO_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_
 # ansible-lint and ansible-playbook look for their sibling tools on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help deps venv image lint test test-agent test-system demo demo-down bench
+.PHONY: help deps venv lock image lint test test-agent test-system demo demo-down bench
 
 help:
 	@echo "make demo        sandbox (3 test hosts, SeaweedFS, SoundCloud simulator, moto) + deploy"
 	@echo "make demo-down   stop the sandbox"
 	@echo "make test        lint + agent tests + system tests (installs what it needs)"
+	@echo "make lock        refresh the hashed lock files after editing a requirement"
 	@echo "make lint | test-agent | test-system | bench | venv | deps | image"
 
 deps:
@@ -42,11 +43,21 @@ deps:
 
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): requirements-dev.txt agent/pyproject.toml | deps
+# Both lock files pin the whole tree with hashes. The agent's lock is universal (every target
+# CPython and architecture the hosts may have); the release build installs from it too. The
+# controller's lock takes the agent's as constraints, so tests run the versions hosts get.
+$(VENV_STAMP): requirements-dev.lock agent/requirements.lock agent/pyproject.toml | deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
-	$(BIN)/pip install -q --disable-pip-version-check -e agent
+	$(BIN)/pip install -q --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e agent
 	touch $@
+
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --generate-hashes --python-version 3.11
+
+lock: venv
+	$(UV_COMPILE) agent/pyproject.toml -o agent/requirements.lock
+	$(UV_COMPILE) requirements-dev.in agent/pyproject.toml -c agent/requirements.lock \
+	  -o requirements-dev.lock
 
 image: deps venv
 	$(SANDBOX) image
