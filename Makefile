@@ -13,7 +13,7 @@ SANDBOX := $(BIN)/python inventory/sandbox/sandbox.py
 # apt packages the controller needs: venv creation, podman test hosts, SSH to them, `ss`,
 # faketime (agents with a skewed clock in the fleet tests).
 APT_PACKAGES := python3-venv podman debootstrap runc openssh-client iproute2 faketime
-RUFF_PATHS := $(wildcard agent inventory/sandbox tests bench)
+RUFF_PATHS := $(wildcard agent inventory/sandbox tests bench roles/sc2s3_agent/files)
 # The provision play talks to moto, which accepts any credentials (sandbox only).
 MOTO_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
 

@@ -9,7 +9,7 @@ sys_sandbox.UP_TIMEOUT_S instead, so a cold cache does not fail the first test.
 from __future__ import annotations
 
 import pytest
-from sys_releases import ROLLOUT_V1, ROLLOUT_V2, make_release
+from sys_releases import NEW_AGENT_KEY, ROLLOUT_V1, ROLLOUT_V2, make_release, roles_with_new_key
 from sys_sandbox import (
     DOWN_TIMEOUT_S,
     UP_TIMEOUT_S,
@@ -42,13 +42,14 @@ def agent_releases(tmp_path_factory):
     """Test releases built from this repository's agent source (see sys_releases), and one
     wheelhouse directory for all of them, so each is built once per session.
 
-    Returns a dict: ``v1``, ``v2`` (good), ``crash``, ``unhealthy`` (bad) -> AgentRelease, and
-    ``wheelhouse`` -> str.
+    Returns a dict: ``v1``, ``v2`` (good; v2 adds a config key), ``crash``, ``unhealthy`` (bad)
+    -> AgentRelease, ``v2_roles`` -> the roles that render v2's key (Path), and ``wheelhouse``.
     """
     root = tmp_path_factory.mktemp("releases")
     return {
         "v1": make_release(root, ROLLOUT_V1),
-        "v2": make_release(root, ROLLOUT_V2),
+        "v2": make_release(root, ROLLOUT_V2, new_key=NEW_AGENT_KEY),
+        "v2_roles": roles_with_new_key(root, NEW_AGENT_KEY),
         "crash": make_release(root, "90.3.0+crash", fault="crash-at-start"),
         "unhealthy": make_release(root, "90.3.0+unhealthy", fault="never-healthy"),
         "wheelhouse": str(tmp_path_factory.mktemp("rollout-wheelhouse")),

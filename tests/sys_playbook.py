@@ -7,6 +7,7 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from sys_paths import REPO, VENV_BIN
 
@@ -39,8 +40,11 @@ class PlaybookRun:
         }
 
 
-def run_playbook(*args: str, timeout_s: float = 600) -> PlaybookRun:
-    """Run `ansible-playbook ARGS...` in the repository root (so ansible.cfg applies)."""
+def run_playbook(*args: str, timeout_s: float = 600, roles_path: Path | None = None) -> PlaybookRun:
+    """Run `ansible-playbook ARGS...` in the repository root (so ansible.cfg applies).
+
+    :param roles_path: roles to use instead of the repository's (a test's modified copy).
+    """
     # The provision play only ever talks to moto here (the sandbox's or a test's own), which takes
     # any credentials; callers that need particular ones set them in the environment first.
     moto_defaults = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -52,6 +56,7 @@ def run_playbook(*args: str, timeout_s: float = 600) -> PlaybookRun:
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
+        **({"ANSIBLE_ROLES_PATH": str(roles_path)} if roles_path else {}),
     }
     started = time.monotonic()
     proc = subprocess.run(

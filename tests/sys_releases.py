@@ -30,17 +30,28 @@ class AgentRelease:
     version: str
     source_dir: Path
     fault: str | None = None
+    new_key: str | None = None
 
 
-def make_release(root: Path, version: str, fault: str | None = None) -> AgentRelease:
+# An [agent] key no release of this repository has: only a test release with it accepts it.
+NEW_AGENT_KEY = "rollout_test_marker"
+LEASE_TTL_LINE = re.compile(r"^    lease_ttl_s: .*$", re.MULTILINE)
+
+
+def make_release(
+    root: Path, version: str, fault: str | None = None, new_key: str | None = None
+) -> AgentRelease:
     """Copy the agent source under ``root/<version>/`` with ``__version__ = version``.
 
     :param fault: a ``sc2s3.fault_switch.FAULTS`` name, or None for a good release.
+    :param new_key: an ``[agent]`` config key (an int, default 0) this release accepts on top
+        of the real ones.
     """
     source = root / version
     shutil.rmtree(source, ignore_errors=True)
     source.mkdir(parents=True)
-    shutil.copy2(AGENT_SOURCE / "pyproject.toml", source / "pyproject.toml")
+    for name in ("pyproject.toml", "requirements.lock"):
+        shutil.copy2(AGENT_SOURCE / name, source / name)
     shutil.copytree(
         AGENT_SOURCE / "src", source / "src",
         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "_test_fault.py"),
@@ -53,4 +64,23 @@ def make_release(root: Path, version: str, fault: str | None = None) -> AgentRel
         (source / "src" / "sc2s3" / "_test_fault.py").write_text(
             f'"""Test-only: this release is built to fail ({fault})."""\n\nFAULT = "{fault}"\n'
         )
-    return AgentRelease(version, source, fault)
+    if new_key is not None:
+        config = source / "src" / "sc2s3" / "config.py"
+        text, count = LEASE_TTL_LINE.subn(
+            lambda m: f"{m.group(0)}\n    {new_key}: int = 0", config.read_text()
+        )
+        assert count == 1, f"no lease_ttl_s field in {config}"
+        config.write_text(text)
+    return AgentRelease(version, source, fault, new_key)
+
+
+def roles_with_new_key(root: Path, key: str) -> Path:
+    """A copy of the repository's roles whose config template sets ``[agent] <key> = 1``."""
+    roles = root / "roles"
+    shutil.rmtree(roles, ignore_errors=True)
+    shutil.copytree(REPO / "roles", roles)
+    template = roles / "sc2s3_agent" / "templates" / "config.toml.j2"
+    text = template.read_text()
+    assert text.rstrip().endswith("}}"), "the [agent] section is no longer last in config.toml.j2"
+    template.write_text(f"{text.rstrip()}\n{key} = 1\n")
+    return roles

@@ -93,7 +93,7 @@ def test_agent_runs_under_supervisor_as_sc2s3(first_deploy, host):
 def test_config_and_secrets_are_readable_by_the_agent_only(first_deploy, host):
     modes = ssh_ok(
         host,
-        "stat -c '%n %a %U %G' /etc/sc2s3 /etc/sc2s3/config.toml "
+        "stat -L -c '%n %a %U %G' /etc/sc2s3 /etc/sc2s3/config.toml "
         "/etc/sc2s3/soundcloud_client_secret /etc/sc2s3/aws_credentials",
     ).splitlines()
     assert modes == [
@@ -102,6 +102,8 @@ def test_config_and_secrets_are_readable_by_the_agent_only(first_deploy, host):
         "/etc/sc2s3/soundcloud_client_secret 640 root sc2s3",
         "/etc/sc2s3/aws_credentials 640 root sc2s3",
     ]
+    # The config in force is the current release's own (a rollback switches both together).
+    assert ssh_ok(host, "readlink /etc/sc2s3/config.toml") == "/opt/sc2s3/current/config.toml"
     # The agent's own user can read and validate what the deploy wrote.
     ssh_ok(
         host,
@@ -112,6 +114,18 @@ def test_config_and_secrets_are_readable_by_the_agent_only(first_deploy, host):
         "/var/lib/sc2s3",
         "/usr/sbin/nologin",
     ]
+
+
+@pytest.mark.timeout(60, func_only=True)
+@pytest.mark.parametrize("host", HOSTS)
+def test_operators_find_sc2s3_on_path(first_deploy, host):
+    """Root runs `sc2s3 status` as the agent's user, with its credentials environment."""
+    status = json.loads(ssh_ok(host, "sc2s3 status --json"))
+    assert status["version"] == __version__, status
+    assert ssh_ok(host, "command -v sc2s3") == "/usr/local/bin/sc2s3"
+    refused = ssh(host, "runuser -u nobody -- sc2s3 status")
+    assert refused.returncode == 77, refused
+    assert "run it as root" in refused.stderr
 
 
 @pytest.mark.timeout(60, func_only=True)

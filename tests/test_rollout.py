@@ -14,6 +14,7 @@ import pytest
 from sys_hosts import ssh, ssh_ok
 from sys_paths import SANDBOX_INVENTORY, SANDBOX_VARS, TEST_HOSTS
 from sys_playbook import PlaybookRun, rollout_reports, run_playbook
+from sys_releases import NEW_AGENT_KEY
 
 HOSTS = sorted(TEST_HOSTS)
 PLAY_TIMEOUT_S = 420
@@ -22,7 +23,8 @@ BAD_HEALTH_TIMEOUT_S = 20
 
 
 def rollout(releases, name: str, *extra: str) -> PlaybookRun:
-    """`agents.yml -e sc2s3_version=X` with X built from the test release `name`."""
+    """`agents.yml -e sc2s3_version=X` with X built from the test release `name` (and with the
+    roles that render its new config key, when it has one)."""
     release = releases[name]
     run = run_playbook(
         "playbooks/agents.yml",
@@ -33,6 +35,7 @@ def rollout(releases, name: str, *extra: str) -> PlaybookRun:
         "-e", f"sc2s3_wheelhouse_dir={releases['wheelhouse']}",
         *extra,
         timeout_s=PLAY_TIMEOUT_S,
+        roles_path=releases.get(f"{name}_roles"),
     )
     show(f"rollout to {release.version}", run)
     return run
@@ -70,6 +73,13 @@ def current_release(host: str) -> str:
 
 def record(host: str) -> dict:
     return json.loads(ssh_ok(host, "cat /etc/ansible/facts.d/sc2s3.fact"))
+
+
+def config_in_force(host: str) -> tuple[str, bool]:
+    """(the file /etc/sc2s3/config.toml resolves to, whether it sets v2's new key)."""
+    path = ssh_ok(host, "readlink -f /etc/sc2s3/config.toml")
+    has_key = ssh(host, f"grep -q '^{NEW_AGENT_KEY} = ' {path}").returncode == 0
+    return path, has_key
 
 
 def current_and_previous(host: str) -> tuple[str, str]:
@@ -121,6 +131,8 @@ def test_good_release_reaches_every_host_in_batches(fleet_on_v1):
         assert current_and_previous(host) == (v2, v1), host
         # Drained before the switch: v1 logged a clean stop, then v2 started.
         assert lifecycle(host)[-2:] == [("agent stopped", None), ("agent started", v2)], host
+        # v2's config has the key v2 added (v1 would reject it), kept beside the v2 release.
+        assert config_in_force(host) == (f"/opt/sc2s3/releases/{v2}/config.toml", True), host
 
 @pytest.mark.timeout(PLAY_TIMEOUT_S + 60, func_only=True)
 def test_second_rollout_of_the_same_release_changes_nothing(fleet_on_v1):
@@ -137,6 +149,7 @@ def test_second_rollout_of_the_same_release_changes_nothing(fleet_on_v1):
 
 @pytest.mark.timeout(PLAY_TIMEOUT_S + 60, func_only=True)
 def test_rollback_playbook_returns_to_the_previous_release(fleet_on_v1):
+    """Across a config change: v2 added a key v1 rejects; v1 comes back with its own config."""
     v1, v2 = fleet_on_v1["v1"].version, fleet_on_v1["v2"].version
     run = run_playbook(
         "playbooks/rollback.yml",
@@ -151,6 +164,7 @@ def test_rollback_playbook_returns_to_the_previous_release(fleet_on_v1):
     assert_fleet_on(v1)
     for host in HOSTS:
         assert current_and_previous(host) == (v1, v2), host
+        assert config_in_force(host) == (f"/opt/sc2s3/releases/{v1}/config.toml", False), host
         # The release rolled back from stays installed: it is the next rollback target.
         ssh_ok(host, f"test -f /opt/sc2s3/releases/{v2}/.sc2s3-release-complete")
 
