@@ -76,3 +76,20 @@ def test_missing_config_file_exits_78(tmp_path):
 def test_usage_error_exits_2():
     result = subprocess.run([str(AGENT_BIN), "mirror"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
+
+
+def test_an_unexpected_exception_exits_70_with_one_line(monkeypatch, capsys, tmp_path):
+    """A bug anywhere below the command line is 70 (internal error), not a traceback and 1."""
+    from sc2s3 import cli
+
+    def broken(_path):
+        raise RuntimeError("catalog model out of step")
+
+    monkeypatch.setattr(cli, "load_config", broken)
+    monkeypatch.setattr("sys.argv", ["sc2s3", "check-config", "--config", str(tmp_path / "c.toml")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 70
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["sc2s3: internal error (a bug; the traceback is in the log): "
+                   "RuntimeError: catalog model out of step"], err

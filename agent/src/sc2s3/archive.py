@@ -1,7 +1,7 @@
 """sc2s3.archive
 ~~~~~~~~~~~~~~~~
 
-The archive layout in the bucket (contract: DESIGN.md "The archive") and the per-account catalog.
+The archive layout in the bucket (contract: docs/archive.md) and the per-account catalog.
 
 Keys derive from URNs only, which are validated against ``soundcloud:(users|tracks):<digits>``, so
 no title or API field can steer a key outside the prefix::

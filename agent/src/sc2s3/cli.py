@@ -1,7 +1,7 @@
 """sc2s3.cli
 ~~~~~~~~~~~~
 
-The ``sc2s3`` command (contract: DESIGN.md "Commands" and "Exit codes"): 0 done, 1 some tracks
+The ``sc2s3`` command (contract: docs/commands.md): 0 done, 1 some tracks
 failed, 2 usage error, 75 temporary failure (upstream or S3 unreachable), 78 invalid config.
 """
 
@@ -18,7 +18,7 @@ import click
 
 from . import __version__
 from .config import Config, config_path, load_config
-from .errors import EXIT_OK, EXIT_TEMPFAIL, EXIT_TRACKS_FAILED, Sc2s3Error
+from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_TEMPFAIL, EXIT_TRACKS_FAILED, Sc2s3Error
 from .logs import configure_logging, log
 from .progress import make_reporter
 from .s3 import make_s3_client
@@ -166,7 +166,8 @@ def restore(config_file: str | None, account: str, track_urn: str | None, to_dir
 
 
 def main() -> None:
-    """Console script entry point: maps :class:`Sc2s3Error` to its exit code, one line on stderr."""
+    """Console script entry point: maps :class:`Sc2s3Error` to its exit code and any other
+    exception to 70 (internal error), each with one line on stderr."""
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -181,3 +182,9 @@ def main() -> None:
     except KeyboardInterrupt:
         log.info("interrupted")
         sys.exit(130)
+    except Exception as exc:
+        # A bug: the traceback goes to the log, one line to stderr, and supervisor sees 70.
+        log.exception("internal error")
+        click.echo(f"sc2s3: internal error (a bug; the traceback is in the log): "
+                   f"{type(exc).__name__}: {exc}", err=True)
+        sys.exit(EXIT_INTERNAL)

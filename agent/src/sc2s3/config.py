@@ -1,7 +1,7 @@
 """sc2s3.config
 ~~~~~~~~~~~~~~~
 
-Loads and validates the agent's TOML config (contract: DESIGN.md "The agent").
+Loads and validates the agent's TOML config (contract: docs/config.md).
 
 Unknown sections and keys are errors so that a typo cannot pass silently. Every problem is reported
 as a :class:`~sc2s3.errors.ConfigError` whose message is one line naming the key and the fix.

@@ -2,12 +2,14 @@
 ~~~~~~~~~~~~~~~
 
 One exception root for the agent, so the command line can map failures to the exit codes of
-DESIGN.md: 78 invalid config, 75 temporary failure (upstream or S3 unreachable), 1 some tracks failed.
+docs/commands.md: 78 invalid config, 75 temporary failure (upstream or S3 unreachable), 1 some
+tracks failed, 70 internal error (any other exception: a bug).
 """
 
 EXIT_OK = 0
 EXIT_TRACKS_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 70
 EXIT_TEMPFAIL = 75
 EXIT_CONFIG = 78
 

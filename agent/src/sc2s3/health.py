@@ -1,7 +1,7 @@
 """sc2s3.health
 ~~~~~~~~~~~~~~~
 
-The health endpoint (contract: DESIGN.md "Health"): ``GET /healthz`` answers 200 with
+The health endpoint (contract: docs/commands.md, "Health endpoint"): ``GET /healthz`` answers 200 with
 ``{"status": "ok", "version": ..., "degraded": bool, "failing_tracks": n, "play_budget": {...},
 "checks": {...}, "last_cycle": {...}}`` only when every startup check passed and the last cycle did
 not fail outright, 503 with the same shape otherwise;

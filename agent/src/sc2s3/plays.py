@@ -1,7 +1,7 @@
 """sc2s3.plays
 ~~~~~~~~~~~~~~
 
-The app's play budget, shared by the fleet (contract: ../shared/reference/soundcloud-api.md 2.9 and
+The app's play budget, shared by the fleet (contract: docs/soundcloud.md 2.9 and
 2.13: 15,000 plays per 24 h *per client_id*, every host and token of the app counted together; a
 play is a ``/tracks/{urn}/download`` or ``/tracks/{urn}/streams`` request).
 

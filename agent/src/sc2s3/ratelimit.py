@@ -1,7 +1,7 @@
 """sc2s3.ratelimit
 ~~~~~~~~~~~~~~~~~~
 
-SoundCloud's play budget and its 429 answers (contract: ../shared/reference/soundcloud-api.md,
+SoundCloud's play budget and its 429 answers (contract: docs/soundcloud.md,
 "Rate limits": 15,000 plays per 24 h per app, where a play is a ``/tracks/{urn}/download`` or
 ``/tracks/{urn}/streams`` request; 429 bodies come in two shapes, ``{"errors": [{"meta":
 {"reset_time": "yyyy/MM/dd HH:mm:ss Z"}}]}`` and ``{"code": 429, "spam_warning_urn": ...}``, with or

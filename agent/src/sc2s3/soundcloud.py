@@ -1,7 +1,7 @@
 """sc2s3.soundcloud
 ~~~~~~~~~~~~~~~~~~~
 
-Client for the SoundCloud public API (contract: ../shared/reference/soundcloud-api.md, from
+Client for the SoundCloud public API (contract: docs/soundcloud.md, from
 developers.soundcloud.com and github.com/soundcloud/api ``openapi/api.yaml``).
 
 - OAuth 2.1 client credentials at ``{auth_url}/oauth/token``; the token is cached in memory and in

@@ -6,7 +6,7 @@ Changes upstream to tracks already archived, which must never destroy the archiv
 - an edit of a track's metadata (title, description, artwork ...), seen in every listing at no
   play cost, is stored as ``{track_urn}/metadata/m{k}.json`` beside the earlier JSON;
 - a replaced original file: the track object carries no size, checksum or last-modified
-  (../shared/reference/soundcloud-api.md), so the only way to notice is to ask the CDN for the
+  (docs/soundcloud.md), so the only way to notice is to ask the CDN for the
   file's ETag and Content-Length, which costs a play. Each archived original is re-checked at most
   every ``recheck_interval_s`` and only while more than half of the play budget is left; a
   different identity makes the mirror archive the file again as revision ``r{n+1}``.

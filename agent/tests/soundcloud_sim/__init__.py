@@ -1,5 +1,5 @@
 """A SoundCloud simulator: a real HTTP server implementing the public API contract
-(../shared/reference/soundcloud-api.md in the team docs) for tests, benchmarks and the sandbox.
+(docs/soundcloud.md) for tests, benchmarks and the sandbox.
 
     from soundcloud_sim import Simulator, demo_catalog
     with Simulator(demo_catalog(), client_id="cid", client_secret="csecret") as sim:

@@ -16,8 +16,8 @@ gets stale code); otherwise the cached tarball is the only source of that versio
 
 Prints ``built`` or ``cached`` on the last line. Exit codes: 0 done, 2 usage, 3 no wheelhouse of
 that version exists and the source is another version, 4 pip failed (its output above).
-Needs only the controller's Python (3.10 or later), pip, ``packaging`` (a dependency of
-ansible-core) and HTTPS access to the package index.
+Needs only the controller's Python (3.10 or later; Ansible may need newer), pip, ``packaging``
+(a dependency of ansible-core) and HTTPS access to the package index.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -147,7 +148,12 @@ def build(source: Path, version: str, target: str, out: Path) -> str:
             "--abi", f"cp3{python.split('.')[1]}", "--abi", "abi3", "--abi", "none",
             *(arg for platform in platforms for arg in ("--platform", platform)),
             "--dest", str(wheels), "-r", str(requirements))
-        pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(source))
+        # Built from a copy: setuptools leaves build/ and *.egg-info in the tree it builds, and
+        # files deleted from src/ would linger in build/lib and ship again.
+        tree = Path(work) / "source"
+        shutil.copytree(source, tree, ignore=shutil.ignore_patterns(
+            "build", "dist", "*.egg-info", "__pycache__", "tests", ".*"))
+        pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(tree))
         agent_wheels = list(wheels.glob(f"sc2s3-{version}-*.whl"))
         if len(agent_wheels) != 1:
             raise BuildError(f"expected one sc2s3 {version} wheel, pip built {agent_wheels}", 4)
