@@ -42,7 +42,8 @@ POLL_S = 0.02  # how often a running child is checked (timing resolution of ever
 @dataclass
 class Measured:
     """One finished child process: wall ``elapsed_s``, peak ``rss_mib`` (MiB),
-    ``disk_write_bytes``; ``killed`` when ``stop_when`` fired, ``timed_out`` after the timeout."""
+    ``disk_write_bytes``, CPU seconds in user and kernel mode (all its threads, and children it
+    reaped); ``killed`` when ``stop_when`` fired, ``timed_out`` after the timeout."""
 
     exit_code: int
     elapsed_s: float
@@ -50,6 +51,12 @@ class Measured:
     disk_write_bytes: int
     killed: bool = False
     timed_out: bool = False
+    cpu_user_s: float = 0.0
+    cpu_sys_s: float = 0.0
+
+    @property
+    def cpu_s(self) -> float:
+        return self.cpu_user_s + self.cpu_sys_s
 
     @property
     def ok(self) -> bool:
@@ -91,7 +98,8 @@ def run_measured(argv: list[str], *, env: dict[str, str], timeout_s: float,
         process.returncode = os.waitstatus_to_exitcode(status)  # already reaped by wait4
     return Measured(exit_code=process.returncode, elapsed_s=elapsed,
                     rss_mib=usage.ru_maxrss / 1024, disk_write_bytes=usage.ru_oublock * 512,
-                    killed=killed, timed_out=timed_out)
+                    killed=killed, timed_out=timed_out, cpu_user_s=usage.ru_utime,
+                    cpu_sys_s=usage.ru_stime)
 
 
 def agent_env(seaweed: SeaweedFS) -> dict[str, str]:
