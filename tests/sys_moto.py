@@ -27,9 +27,10 @@ from support.ports import LOOPBACK, free_loopback_ports, wait_for_listen
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Debian 12 images (two x86_64 dates, arm64), a Debian 11 one and a look-alike from another
-# owner: the AMI lookup must pick the newest x86_64 Debian 12 image published by Debian.
+# owner: the AMI lookup must pick the newest Debian 12 image published by Debian for the
+# instance type's architecture (the default t4g.micro is arm64).
 DEBIAN_AMIS = FIXTURES / "moto_debian_amis.json"
-NEWEST_DEBIAN_12_AMI = "ami-0d1e2b1200000002"
+NEWEST_DEBIAN_12_ARM64_AMI = "ami-0d1e2b1200000003"
 REGION = "us-east-1"
 # moto accepts any credentials until IAM enforcement is switched on.
 ADMIN_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -76,10 +77,11 @@ class Moto:
 
 
 @contextmanager
-def moto_server() -> Iterator[Moto]:
-    """Start moto_server on a free loopback port with the Debian AMI fixture; stop it after."""
+def moto_server(amis: Path = DEBIAN_AMIS) -> Iterator[Moto]:
+    """Start moto_server on a free loopback port with the AMIs of `amis` (a MOTO_AMIS_PATH file,
+    the Debian fixture by default); stop it after."""
     (port,) = free_loopback_ports(1)
-    env = {**os.environ, "MOTO_AMIS_PATH": str(DEBIAN_AMIS)}
+    env = {**os.environ, "MOTO_AMIS_PATH": str(amis)}
     process = subprocess.Popen(
         [str(VENV_BIN / "moto_server"), "-H", LOOPBACK, "-p", str(port)],
         env=env,

@@ -12,7 +12,7 @@ import json
 import subprocess
 
 import pytest
-from sys_moto import NEWEST_DEBIAN_12_AMI, Moto, moto_server
+from sys_moto import NEWEST_DEBIAN_12_ARM64_AMI, Moto, moto_server
 from sys_paths import REPO, VENV_BIN
 from sys_playbook import PlaybookRun
 
@@ -171,8 +171,9 @@ def test_instances_run_with_imdsv2_profile_tags_and_encrypted_root(moto, first_r
         assert instance["MetadataOptions"]["HttpTokens"] == "required"
         assert instance["MetadataOptions"]["HttpEndpoint"] == "enabled"
         assert instance["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{ROLE}")
-        assert instance["ImageId"] == NEWEST_DEBIAN_12_AMI
-        assert instance["InstanceType"] == "t3.small"
+        # The default t4g.micro is Graviton: Debian 12's arm64 image.
+        assert instance["ImageId"] == NEWEST_DEBIAN_12_ARM64_AMI
+        assert instance["InstanceType"] == "t4g.micro"
         assert instance["KeyName"] == KEY_NAME
         assert [g["GroupId"] for g in instance["SecurityGroups"]] == [group_id]
         (root,) = [b for b in instance["BlockDeviceMappings"]
@@ -235,7 +236,7 @@ def test_check_mode_on_an_empty_account_reports_changes_and_creates_nothing(empt
     assert run.rc == 0, run.output[-6000:]
     assert run.recap()["localhost"]["changed"] >= 4, run.output[-6000:]
     assert f"Would create bucket {BUCKET}" in run.output
-    assert "Would start 2 t3.small instance(s)" in run.output
+    assert "Would start 2 t4g.micro instance(s)" in run.output
     assert_account_is_empty(empty_moto)
 
 
