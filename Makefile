@@ -1,5 +1,5 @@
 # sc2s3 entry points. `make demo` and `make test` install everything they need on a fresh
-# Debian 12 machine (as root): apt tools, the project venv, and the cached test-host image.
+# Debian 12 machine (as root): apt tools, the project venv, and the cached test-host images.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -10,8 +10,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 VENV_STAMP := $(VENV)/.installed
 SANDBOX := $(BIN)/python inventory/sandbox/sandbox.py
-# apt packages the controller needs: venv creation, podman test hosts, SSH to them, `ss`,
-# faketime (agents with a skewed clock in the fleet tests).
+# Debian releases of the sandbox's test hosts, in host order and cycling: th1 and th3 run
+# Debian 12, th2 Debian 13 (as the system tests do).
+SANDBOX_DEBIAN ?= 12,13
+# apt packages the controller needs: venv creation, podman test hosts, SSH to them, `ss` (the
+# SeaweedFS test support), faketime (agents with a skewed clock in the fleet tests).
 APT_PACKAGES := python3-venv podman debootstrap runc openssh-client iproute2 faketime
 RUFF_PATHS := $(wildcard agent inventory/sandbox tests bench roles/sc2s3_agent/files)
 # The provision play talks to moto, which accepts any credentials (sandbox only).
@@ -23,7 +26,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: help deps venv lock image lint test test-agent test-system demo demo-down bench
 
 help:
-	@echo "make demo        sandbox (3 test hosts, SeaweedFS, SoundCloud simulator, moto) + deploy"
+	@echo "make demo        sandbox (3 test hosts: Debian 12, 13, 12; SeaweedFS, SoundCloud simulator,"
+	@echo "                 moto) + deploy"
 	@echo "make demo-down   stop the sandbox"
 	@echo "make test        lint + agent tests + system tests (installs what it needs)"
 	@echo "make lock        refresh the hashed lock files after editing a requirement"
@@ -60,7 +64,7 @@ lock: venv
 	  -o requirements-dev.lock
 
 image: deps venv
-	$(SANDBOX) image
+	$(SANDBOX) image --debian $(SANDBOX_DEBIAN)
 
 lint: venv
 	$(BIN)/ruff check $(RUFF_PATHS)
@@ -75,7 +79,7 @@ test-system: deps venv image
 test: deps venv image lint test-agent test-system
 
 demo: deps venv image
-	$(SANDBOX) up --hosts 3
+	$(SANDBOX) up --hosts 3 --debian $(SANDBOX_DEBIAN)
 	$(MOTO_ENV) $(BIN)/ansible-playbook deploy.yml -i inventory/sandbox/hosts.yml \
 	  -e @.sandbox/sandbox_vars.yml
 	$(SANDBOX) show --wait

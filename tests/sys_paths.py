@@ -16,6 +16,11 @@ SANDBOX_INVENTORY = REPO / "inventory" / "sandbox" / "hosts.yml"
 VENV_BIN = Path(sys.executable).parent
 PYTHON = sys.executable
 
+# The system tests run a mixed fleet: `sandbox.py up --debian 12,13` gives th1 and th3 Debian 12
+# (CPython 3.11), th2 Debian 13 (CPython 3.13), so every deploy and rollout crosses both.
+SANDBOX_DEBIAN = "12,13"
+TEST_HOST_DEBIAN = {"th1": 12, "th2": 13, "th3": 12}
+
 # The sandbox hosts: name -> (SSH port, health address), as in inventory/sandbox/hosts.yml.
 TEST_HOSTS = {
     "th1": (2201, "127.0.0.1:9461"),

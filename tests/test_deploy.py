@@ -11,7 +11,7 @@ import boto3
 import pytest
 from sc2s3 import __version__
 from sys_hosts import ssh, ssh_ok
-from sys_paths import SANDBOX_INVENTORY, SANDBOX_VARS, TEST_HOSTS
+from sys_paths import SANDBOX_INVENTORY, SANDBOX_VARS, TEST_HOST_DEBIAN, TEST_HOSTS
 from sys_playbook import PlaybookRun, run_playbook
 from sys_soundcloud import playable_tracks
 
@@ -150,6 +150,24 @@ def test_health_reports_the_deployed_version(first_deploy, host):
     health = json.loads(body)
     assert health["status"] == "ok"
     assert health["version"] == __version__
+
+
+# Debian release -> (os-release VERSION_ID, CPython of the release venv).
+DEBIAN_PYTHON = {12: ("12", "3.11"), 13: ("13", "3.13")}
+
+
+@pytest.mark.timeout(60, func_only=True)
+@pytest.mark.parametrize("host", HOSTS)
+def test_each_host_runs_wheels_built_for_its_own_python(first_deploy, host):
+    """The mixed fleet: Debian 13's CPython 3.13 gets cp313 wheels from this 3.11 controller."""
+    version_id, python = DEBIAN_PYTHON[TEST_HOST_DEBIAN[host]]
+    assert ssh_ok(host, ". /etc/os-release && echo $VERSION_ID") == version_id
+    venv_python = ssh_ok(
+        host, "/opt/sc2s3/current/bin/python -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
+    )
+    assert venv_python == python
+    compiled = ssh_ok(host, "ls /opt/sc2s3/current/lib/python*/site-packages/pydantic_core/")
+    assert f"cpython-3{python.split('.')[1]}" in compiled, compiled
 
 
 # An audio object: <prefix><user_urn>/<track_urn>/r<n>/audio.<ext>.

@@ -9,10 +9,15 @@ never becomes healthy) that must each roll the first batch back to v1 and stop t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
 
 import pytest
 from sys_hosts import ssh, ssh_ok
-from sys_paths import SANDBOX_INVENTORY, SANDBOX_VARS, TEST_HOSTS
+from sys_paths import REPO, SANDBOX_INVENTORY, SANDBOX_VARS, TEST_HOSTS
 from sys_playbook import PlaybookRun, rollout_reports, run_playbook
 from sys_releases import NEW_AGENT_KEY
 
@@ -204,3 +209,61 @@ def test_bad_release_rolls_the_first_batch_back_and_stops(fleet_on_v1, bad):
     assert {host: agent_pid(host) for host in HOSTS[1:]} == untouched_pids
     for host in HOSTS[1:]:
         assert all(f["version"] != bad_version for f in record(host).get("failed", [])), host
+
+
+def host_platform(host: str) -> str:
+    """The wheelhouse platform of the host, as the role reads it (cp3X-manylinux_2_Y_<arch>)."""
+    return ssh_ok(
+        host,
+        "python3 -c 'import platform, sys; g = platform.libc_ver()[1].split(\".\"); "
+        "print(f\"cp3{sys.version_info.minor}-manylinux_{g[0]}_{g[1]}_{platform.machine()}\")'",
+    )
+
+
+def tamper_with_a_wheel(tarball: Path, prefix: str) -> str:
+    """Flip one byte of the first wheel named ``prefix*`` inside the wheelhouse tarball."""
+    with tempfile.TemporaryDirectory() as work:
+        with tarfile.open(tarball) as tar:
+            tar.extractall(work, filter="data")
+        wheel = next(Path(work).glob(f"{prefix}*.whl"))
+        data = bytearray(wheel.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        wheel.write_bytes(bytes(data))
+        with tarfile.open(tarball, "w") as tar:
+            for path in sorted(Path(work).iterdir()):
+                tar.add(path, arcname=path.name)
+    return wheel.name
+
+
+@pytest.mark.timeout(PLAY_TIMEOUT_S + 60, func_only=True)
+def test_a_wheel_changed_on_the_way_fails_the_install_and_stops_the_rollout(fleet_on_v1):
+    releases = fleet_on_v1
+    v1, tampered = releases["v1"], releases["tampered"]
+    if any(current_release(host) != f"releases/{v1.version}" for host in HOSTS):
+        assert rollout(releases, "v1", "-e", '{"sc2s3_serial": ["100%"]}').rc == 0
+    pids = {host: agent_pid(host) for host in HOSTS}
+    # Built as the role builds it, then changed in the controller's cache, where the role finds it.
+    target = host_platform("th1")
+    build = subprocess.run(
+        [sys.executable, str(REPO / "roles/sc2s3_agent/files/wheelhouse.py"),
+         "--source", str(tampered.source_dir), "--version", tampered.version,
+         "--target", target, "--out", releases["wheelhouse"]],
+        capture_output=True, text=True, timeout=PLAY_TIMEOUT_S, check=False,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    tarball = Path(releases["wheelhouse"]) / f"sc2s3-{tampered.version}-{target}.tar"
+    changed = tamper_with_a_wheel(tarball, "six-")
+
+    run = rollout(releases, "tampered")
+
+    assert run.rc != 0, run.output[-6000:]
+    recap = run.recap()
+    assert recap["th1"]["failed"] == 1 and recap["th1"]["rescued"] == 1, recap
+    assert set(recap) == {"th1"}, f"later batches must not run: {recap}"
+    assert "DO NOT MATCH THE HASHES" in run.output and changed.split("-")[0] in run.output
+    assert "the running agent was not touched" in run.output
+    # Nothing was switched: every agent still runs v1, not even restarted.
+    assert_fleet_on(v1.version)
+    assert {host: agent_pid(host) for host in HOSTS} == pids
+    marker = f"/opt/sc2s3/releases/{tampered.version}/.sc2s3-release-complete"
+    assert ssh("th1", f"test -e {marker}").returncode == 1
