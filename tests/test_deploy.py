@@ -120,7 +120,8 @@ def test_config_and_secrets_are_readable_by_the_agent_only(first_deploy, host):
 @pytest.mark.parametrize("host", HOSTS)
 def test_operators_find_sc2s3_on_path(first_deploy, host):
     """Root runs `sc2s3 status` as the agent's user, with its credentials environment."""
-    status = json.loads(ssh_ok(host, "sc2s3 status --json"))
+    # The caller's own environment does not leak in: the agent's config and credentials apply.
+    status = json.loads(ssh_ok(host, "SC2S3_CONFIG=/nonexistent AWS_ACCESS_KEY_ID=x sc2s3 status --json"))
     assert status["version"] == __version__, status
     assert ssh_ok(host, "command -v sc2s3") == "/usr/local/bin/sc2s3"
     refused = ssh(host, "runuser -u nobody -- sc2s3 status")

@@ -209,6 +209,18 @@ def test_second_run_changes_nothing(moto, first_run):
     assert len(fleet_instances(moto)) == 2
 
 
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30, func_only=True)
+def test_a_fleet_of_another_instance_type_is_named_not_half_changed(moto, first_run):
+    """A fleet made with the old default (t3.small) meets the new one: stop before any change."""
+    instances = {i["InstanceId"]: i["InstanceType"] for i in fleet_instances(moto)}
+    run = provision(moto, inputs={**INPUTS, "sc2s3_instance_type": "t3.small"})
+    assert run.rc != 0
+    assert ("Fleet " in run.output and "runs t4g.micro instances, but sc2s3_instance_type is t3.small"
+            in run.output), run.output[-3000:]
+    assert run.recap()["localhost"]["changed"] == 0, run.output[-3000:]
+    assert {i["InstanceId"]: i["InstanceType"] for i in fleet_instances(moto)} == instances
+
+
 # -- an empty account: check mode and bad inputs create nothing ----------------------------------
 
 

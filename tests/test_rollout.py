@@ -156,13 +156,7 @@ def test_second_rollout_of_the_same_release_changes_nothing(fleet_on_v1):
 def test_rollback_playbook_returns_to_the_previous_release(fleet_on_v1):
     """Across a config change: v2 added a key v1 rejects; v1 comes back with its own config."""
     v1, v2 = fleet_on_v1["v1"].version, fleet_on_v1["v2"].version
-    run = run_playbook(
-        "playbooks/rollback.yml",
-        "-i", str(SANDBOX_INVENTORY),
-        "-e", f"@{SANDBOX_VARS}",
-        timeout_s=PLAY_TIMEOUT_S,
-    )
-    show("rollback.yml (previous release)", run)
+    run = rollback_playbook()
     assert run.rc == 0, run.output[-6000:]
     for host, line in zip(HOSTS, rollout_reports(run.output)[-1], strict=True):
         assert line.startswith(f"{host}: {v2} -> {v1}, rolled back, health gate"), line
@@ -172,6 +166,44 @@ def test_rollback_playbook_returns_to_the_previous_release(fleet_on_v1):
         assert config_in_force(host) == (f"/opt/sc2s3/releases/{v1}/config.toml", False), host
         # The release rolled back from stays installed: it is the next rollback target.
         ssh_ok(host, f"test -f /opt/sc2s3/releases/{v2}/.sc2s3-release-complete")
+
+
+def rollback_playbook() -> PlaybookRun:
+    run = run_playbook(
+        "playbooks/rollback.yml",
+        "-i", str(SANDBOX_INVENTORY),
+        "-e", f"@{SANDBOX_VARS}",
+        timeout_s=PLAY_TIMEOUT_S,
+    )
+    show("rollback.yml (previous release)", run)
+    return run
+
+
+@pytest.mark.timeout(2 * PLAY_TIMEOUT_S + 60, func_only=True)
+def test_hosts_deployed_before_configs_moved_into_releases_keep_their_config(fleet_on_v1):
+    """The path every existing host takes once: a plain /etc/sc2s3/config.toml and no config
+    beside its release. The deploy keeps that file beside the running release, so a rollback
+    brings the release back with the config it ran with."""
+    releases = fleet_on_v1
+    v1, v2 = releases["v1"].version, releases["v2"].version
+    if any(current_release(host) != f"releases/{v1}" for host in HOSTS):
+        assert rollout(releases, "v1", "-e", '{"sc2s3_serial": ["100%"]}').rc == 0
+    for host in HOSTS:
+        ssh_ok(host, 'cp --remove-destination "$(readlink -f /etc/sc2s3/config.toml)" /etc/sc2s3/config.toml'
+                     f" && rm /opt/sc2s3/releases/{v1}/config.toml && test ! -L /etc/sc2s3/config.toml")
+
+    run = rollout(releases, "v2", "-e", '{"sc2s3_serial": ["100%"]}')
+    assert run.rc == 0, run.output[-6000:]
+    for host in HOSTS:
+        assert config_in_force(host) == (f"/opt/sc2s3/releases/{v2}/config.toml", True), host
+        kept = ssh_ok(host, f"stat -c '%a %U %G' /opt/sc2s3/releases/{v1}/config.toml")
+        assert kept == "640 root sc2s3", (host, kept)
+
+    run = rollback_playbook()
+    assert run.rc == 0, run.output[-6000:]
+    assert_fleet_on(v1)
+    for host in HOSTS:
+        assert config_in_force(host) == (f"/opt/sc2s3/releases/{v1}/config.toml", False), host
 
 
 @pytest.mark.timeout(PLAY_TIMEOUT_S + 60, func_only=True)

@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import parse_wheel_filename
 
 TARGET = re.compile(r"^cp3(?P<minor>\d+)-manylinux_2_(?P<glibc>\d+)_(?P<arch>x86_64|aarch64)$")
 VERSION_LINE = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.MULTILINE)
@@ -62,6 +63,9 @@ def target_environment(target: str) -> tuple[str, list[str], dict[str, str]]:
         raise BuildError(f"target {target!r} is not cp3X-manylinux_2_Y_<x86_64|aarch64>", 2)
     python = f"3.{match['minor']}"
     glibc, arch = int(match["glibc"]), match["arch"]
+    if glibc < OLDEST_GLIBC[arch]:
+        # pip given no --platform would download the controller's wheels instead.
+        raise BuildError(f"target {target!r}: no manylinux wheels exist for glibc 2.{glibc}", 2)
     platforms = []
     for minor in range(glibc, OLDEST_GLIBC[arch] - 1, -1):
         platforms.append(f"manylinux_2_{minor}_{arch}")
@@ -98,12 +102,13 @@ def lock_for_target(lock: Path, environment: dict[str, str]) -> list[str]:
 
 
 def source_digest(source: Path) -> str:
-    """SHA-256 over the agent's pyproject.toml, lock and source files (paths and contents)."""
+    """SHA-256 over the agent's pyproject.toml, lock and source files (paths and contents), and
+    this builder itself: a fixed builder rebuilds what the old one made."""
     files = sorted(
         p for p in [source / "pyproject.toml", source / "requirements.lock", *source.glob("src/**/*")]
         if p.is_file() and "__pycache__" not in p.parts and ".egg-info" not in str(p)
     )
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(Path(__file__).read_bytes())
     for path in files:
         digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
@@ -134,6 +139,9 @@ def build(source: Path, version: str, target: str, out: Path) -> str:
             f"no wheelhouse for sc2s3 {version} ({target}) at {tarball}, and the agent source in "
             f"{source} is version {source_version}: check out the matching source, or leave "
             f"sc2s3_version empty to deploy the source's version", 3)
+    if not (source / "requirements.lock").is_file():
+        raise BuildError(f"the agent source in {source} has no requirements.lock (agent 0.4 or "
+                         f"older): deploy 0.5.0 or later, or a cached wheelhouse", 3)
     digest = source_digest(source)
     if tarball.is_file() and digest_file.is_file() and digest_file.read_text().strip() == digest:
         return "cached"
@@ -154,7 +162,8 @@ def build(source: Path, version: str, target: str, out: Path) -> str:
         shutil.copytree(source, tree, ignore=shutil.ignore_patterns(
             "build", "dist", "*.egg-info", "__pycache__", "tests", ".*"))
         pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(tree))
-        agent_wheels = list(wheels.glob(f"sc2s3-{version}-*.whl"))
+        # The wheel's name carries the normalized version (0.5.0-rc1 -> 0.5.0rc1).
+        agent_wheels = [w for w in wheels.glob("sc2s3-*.whl") if parse_wheel_filename(w.name)[0] == "sc2s3"]
         if len(agent_wheels) != 1:
             raise BuildError(f"expected one sc2s3 {version} wheel, pip built {agent_wheels}", 4)
         agent_hash = hashlib.sha256(agent_wheels[0].read_bytes()).hexdigest()
