@@ -60,8 +60,10 @@ def service_specs(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 python, "-m", "support.seaweedfs",
                 "--data", str(SEAWEEDFS_DATA),
                 "--port", str(ports["seaweedfs"]),
-                "--access-key", creds["s3_access_key_id"],
-                "--secret-key", creds["s3_secret_access_key"],
+                # --opt=value: a random secret may start with "-", which argparse would
+                # otherwise take for an option.
+                f"--access-key={creds['s3_access_key_id']}",
+                f"--secret-key={creds['s3_secret_access_key']}",
                 "--bucket", BUCKET,
             ],
         },
@@ -73,8 +75,8 @@ def service_specs(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 python, "-m", "soundcloud_sim", "--demo",
                 "--host", LOOPBACK,
                 "--port", str(ports["soundcloud"]),
-                "--client-id", creds["soundcloud_client_id"],
-                "--client-secret", creds["soundcloud_client_secret"],
+                f"--client-id={creds['soundcloud_client_id']}",
+                f"--client-secret={creds['soundcloud_client_secret']}",
             ],
         },
         "moto": {
