@@ -14,7 +14,7 @@ from soundcloud_sim import Catalog, Simulator, Track, User
 from support.ports import free_loopback_ports
 from support.s3_faults import S3Fault, S3FaultProxy
 from test_daemon import get, wait_for
-from test_resume import assert_archived_intact, audio_key, one_track_catalog
+from test_resume import USER_URN, assert_archived_intact, audio_key, one_track_catalog
 
 MIB = 1024 * 1024
 EXIT_TEMPFAIL = 75
@@ -227,3 +227,57 @@ def _degraded(port: int) -> dict | None:
         return None
     health = json.loads(body)
     return health if health.get("degraded") else None
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("failing", ["one write", "every write of the run"])
+def test_a_failed_catalog_write_never_archives_a_track_twice_nor_spends_a_play(
+        make_agent, seaweed, s3, bucket, tmp_path, failing):
+    """The object lands, then its catalog write fails (a 400 stands for a failure past
+    botocore's retries). The track is recorded exactly once, at the track's next attempt or the
+    next run, from the object in S3: no second revision, no second /download."""
+    track = Track(id=89, title="catalog outage", size=6 * MIB + 5)
+    with S3FaultProxy(seaweed.endpoint_url) as proxy, Simulator(
+            one_track_catalog(track), client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim:
+        outage = proxy.add(S3Fault("PUT", "", 400, "InvalidRequest", path="/catalog.json",
+                                   times=1 if failing == "one write" else 1000))
+        agent = make_agent(sim, accounts=("band-seven",), endpoint=proxy.endpoint_url)
+        first_run = mirror_once(agent, sim)
+        assert outage.fired >= 1
+        if failing == "one write":
+            assert first_run.returncode == 0, first_run.stdout[-3000:]
+        else:
+            assert first_run.returncode == EXIT_TEMPFAIL, first_run.stdout[-3000:]
+            outage.times = outage.fired  # S3 is back
+            # The failed track waits one poll interval (1 s here) before its next attempt.
+            failures = json.loads((tmp_path / "state" / "failures.json").read_text())
+            retry_at = failures[f"soundcloud:tracks:{track.id}"]["next_attempt_at"]
+            wait_for(lambda: time.time() >= retry_at, 30, "the track's next attempt")
+            second_run = mirror_once(agent, sim)
+            assert second_run.returncode == 0, second_run.stdout[-3000:]
+            assert "adopted an object already in the archive" in second_run.stdout
+        assert sim.counters["download"] == 1
+    assert_archived_intact(s3, bucket, track)
+    versions = s3.list_object_versions(Bucket=bucket, Prefix=audio_key(track)).get("Versions", [])
+    assert len(versions) == 1, versions
+
+
+@pytest.mark.timeout(180)
+def test_an_unrecorded_object_that_is_not_intact_is_never_adopted(make_agent, s3, bucket):
+    """An object at the next revision's key whose bytes differ from its S3 checksum (or that is
+    another track's) is an integrity error, not a silent record."""
+    track = Track(id=90, title="forged", size=2 * MIB)
+    with Simulator(one_track_catalog(track), client_id=CLIENT_ID,
+                   client_secret=CLIENT_SECRET) as sim:
+        s3.put_object(Bucket=bucket, Key=audio_key(track), Body=b"not the track",
+                      Metadata={"sc-urn": "soundcloud:tracks:1", "sc-source": "original"},
+                      ChecksumAlgorithm="CRC32")
+        agent = make_agent(sim, accounts=("band-seven",))
+        run = mirror_once(agent, sim)
+        assert run.returncode == 1, run.stdout[-3000:]
+        assert "in the archive but not in the catalog" in run.stdout
+        assert "is not soundcloud:tracks:90" in run.stdout
+        assert sim.counters["download"] == 0
+    catalog = json.loads(
+        s3.get_object(Bucket=bucket, Key=f"archive/{USER_URN}/catalog.json")["Body"].read())
+    assert "soundcloud:tracks:90" not in catalog["tracks"]

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from .archive import Catalog, CatalogStore, Layout, Revision, TrackEntry, metadata_digest, utc_now
@@ -111,6 +112,20 @@ class CycleResult:
         """Some listed track is not archived for a temporary reason (``mirror --once``: 75)."""
         return bool(self.unreachable or self.rate_limited or self.handed_over
                     or self.held_elsewhere)
+
+
+@dataclass(frozen=True)
+class Archived:
+    """Audio in S3 under its revision's key, about to be recorded: what landed, its content
+    type, source (``original`` or the HLS preset), part size (bytes) and, for an original
+    streamed now, the CDN's ETag and size (None when unknown)."""
+
+    outcome: UploadResult
+    content_type: str
+    source: str
+    part_size: int
+    cdn_etag: str | None
+    cdn_size: int | None
 
 
 class Mirror:
@@ -388,8 +403,56 @@ class Mirror:
 
     def _archive_track(self, current: AccountPass, track: Track, number: int,
                        parked: UploadState | None) -> Revision:
-        user, catalog = current.user, current.catalog
-        part_size = self.config.agent.part_size
+        user = current.user
+        landed = None if parked else self._landed_audio(user, track, number)
+        archived = self._adopt_landed(landed, track) if landed else \
+            self._stream_track(current, track, number, parked)
+        outcome = archived.outcome
+        if outcome.sha256 is None:
+            outcome = self._read_back(outcome)
+        json_key = self.layout.track_json(user.urn, track.urn, number)
+        self.store.put_json(json_key, track.raw, overwrite=False)
+        revision = Revision(
+            revision=number, key=outcome.key, json_key=json_key, source=archived.source,
+            content_type=archived.content_type, size=outcome.size, sha256=outcome.sha256,
+            s3_checksum=outcome.s3_checksum, checksum_algorithm=outcome.checksum_algorithm,
+            part_size=archived.part_size, version_id=outcome.version_id,
+            archived_at=utc_now(), cdn_etag=archived.cdn_etag, cdn_size=archived.cdn_size)
+        self._record(current, track, revision)
+        log.info("track archived", track_urn=track.urn, key=outcome.key, bytes=outcome.size,
+                 source=archived.source, sha256=outcome.sha256, resumed=parked is not None,
+                 adopted=landed is not None)
+        return revision
+
+    def _record(self, current: AccountPass, track: Track, revision: Revision) -> None:
+        """Add ``revision`` to the catalog and save it. If the save fails, the catalog in memory
+        is left as it was: the retry (or the next cycle) finds the object and records it then,
+        without a play, instead of counting a revision that is not durable."""
+        catalog = current.catalog
+        with self._catalog_lock:
+            entry = catalog.tracks.get(track.urn)
+            created = entry is None
+            if entry is None:
+                entry = catalog.tracks[track.urn] = TrackEntry(
+                    title=track.title, permalink_url=track.permalink_url)
+            before = entry.metadata_sha256, entry.checked_at
+            entry.revisions.append(revision)
+            entry.metadata_sha256, entry.checked_at = metadata_digest(track.raw), None
+            try:
+                self.store.save(catalog, current.lease)
+            except BaseException:
+                entry = catalog.tracks.get(track.urn, entry)  # a merge may have replaced it
+                if revision in entry.revisions:
+                    entry.revisions.remove(revision)
+                entry.metadata_sha256, entry.checked_at = before
+                if created and not entry.revisions:
+                    del catalog.tracks[track.urn]
+                raise
+
+    def _stream_track(self, current: AccountPass, track: Track, number: int,
+                      parked: UploadState | None) -> Archived:
+        """Stream the track from SoundCloud (a play) into revision ``number``'s audio key."""
+        user, part_size = current.user, self.config.agent.part_size
         resume = {"resume_at": parked.offset, "etag": parked.cdn_etag,
                   "size": parked.cdn_size} if parked else {}
         with open_source(self.soundcloud, track, **resume) as source:
@@ -421,31 +484,23 @@ class Mirror:
             try:
                 outcome = upload.run(source, resume=parked)
             except AlreadyArchived:
-                outcome = self._adopt_existing(key)
+                return self._adopt_landed(key, track)
             finally:
                 self.reporter.finish(handle)
-            content_type, source_name = upload.content_type, source.source
-            original = source_name == "original"
-            cdn_etag, cdn_size = (source.etag, source.size) if original else (None, None)
-        if outcome.sha256 is None:
-            outcome = self._read_back(outcome)
-        json_key = self.layout.track_json(user.urn, track.urn, number)
-        self.store.put_json(json_key, track.raw, overwrite=False)
-        revision = Revision(
-            revision=number, key=key, json_key=json_key, source=source_name,
-            content_type=content_type, size=outcome.size, sha256=outcome.sha256,
-            s3_checksum=outcome.s3_checksum, checksum_algorithm=outcome.checksum_algorithm,
-            part_size=part_size, version_id=outcome.version_id,
-            archived_at=utc_now(), cdn_etag=cdn_etag, cdn_size=cdn_size)
-        with self._catalog_lock:
-            entry = catalog.tracks.setdefault(
-                track.urn, TrackEntry(title=track.title, permalink_url=track.permalink_url))
-            entry.revisions.append(revision)
-            entry.metadata_sha256, entry.checked_at = metadata_digest(track.raw), None
-            self.store.save(catalog, current.lease)
-        log.info("track archived", track_urn=track.urn, key=key, bytes=outcome.size,
-                 source=source_name, sha256=outcome.sha256, resumed=parked is not None)
-        return revision
+            original = source.source == "original"
+            return Archived(outcome, upload.content_type, source.source, part_size,
+                            source.etag if original else None, source.size if original else None)
+
+    def _landed_audio(self, user: User, track: Track, number: int) -> str | None:
+        """Key of revision ``number``'s audio object if it landed but was never recorded (a
+        failed catalog write, a crash between the two): found with one listing, not a play."""
+        prefix = f"{self.layout.revision_dir(user.urn, track.urn, number)}audio."
+        try:
+            answer = self.s3.list_objects_v2(Bucket=self.config.s3.bucket, Prefix=prefix)
+        except (ClientError, BotoCoreError) as exc:
+            raise TemporaryError(f"cannot list {prefix}: {exc}") from exc
+        keys = sorted(item["Key"] for item in answer.get("Contents", []))
+        return keys[0] if keys else None
 
     def _read_back(self, outcome: UploadResult) -> UploadResult:
         # A resumed upload's whole-file SHA-256 cannot come from a hash carried across processes:
@@ -457,10 +512,28 @@ class Mirror:
                                  f"with {outcome.s3_checksum}")
         return dataclasses.replace(outcome, sha256=digest.sha256)
 
-    def _adopt_existing(self, key: str) -> UploadResult:
-        # The object landed earlier but its catalog entry did not (e.g. a crash between the two):
-        # read it back once to record its digest instead of uploading it again.
+    def _adopt_landed(self, key: str, track: Track) -> Archived:
+        """An object at ``key`` that the catalog does not record yet, read back once and checked
+        before it enters the catalog: its bytes against S3's checksum, and its ``sc-urn``.
+
+        :raises IntegrityError: the object is not this track's, or its bytes are not what S3
+            recorded at upload (it is left as it is for a person to check).
+        """
         digest = read_object_digest(self.s3, self.config.s3.bucket, key)
+        problems = []
+        if digest.metadata.get("sc-urn") != track.urn:
+            problems.append(f"its sc-urn {digest.metadata.get('sc-urn')!r} is not {track.urn}")
+        if digest.s3_checksum is None:
+            problems.append("S3 reports no checksum")
+        elif digest.computed_checksum != digest.s3_checksum:
+            problems.append(f"its bytes give checksum {digest.computed_checksum}, S3 recorded "
+                            f"{digest.s3_checksum}")
+        if problems:
+            raise IntegrityError(f"{key}: in the archive but not in the catalog, and "
+                                 f"{'; '.join(problems)}")
         log.info("adopted an object already in the archive", key=key, bytes=digest.size)
-        return UploadResult(key, digest.size, digest.sha256, digest.s3_checksum or "", 0,
-                            digest.version_id, digest.checksum_algorithm)
+        outcome = UploadResult(key, digest.size, digest.sha256, digest.s3_checksum, 0,
+                               digest.version_id, digest.checksum_algorithm)
+        return Archived(outcome, digest.content_type or "application/octet-stream",
+                        digest.metadata.get("sc-source", "original"),
+                        digest.part_size or self.config.agent.part_size, None, None)

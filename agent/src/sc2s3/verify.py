@@ -30,7 +30,7 @@ READ_CHUNK = 1024 * 1024
 class ObjectDigest:
     """An object as read back: ``size`` (bytes), ``sha256`` (hex), ``computed_checksum`` (S3 style,
     from the bytes), ``s3_checksum`` (what S3 reports, or None) and its ``checksum_algorithm``,
-    ``part_size`` (bytes) and ``metadata``."""
+    ``part_size`` (bytes), ``metadata`` and ``content_type``."""
 
     size: int
     sha256: str
@@ -40,6 +40,7 @@ class ObjectDigest:
     part_size: int | None
     version_id: str | None
     metadata: dict[str, str]
+    content_type: str | None = None
 
 
 class MissingObject(Exception):
@@ -91,7 +92,7 @@ def read_object_digest(s3, bucket: str, key: str, version_id: str | None = None,
     multipart = s3_checksum is not None and "-" in s3_checksum
     computed = composite(algorithm, part_digests) if multipart else b64(part_digests[0])
     return ObjectDigest(size, whole.hexdigest(), computed, s3_checksum, algorithm, part_size,
-                        answer.get("VersionId"), metadata)
+                        answer.get("VersionId"), metadata, answer.get("ContentType"))
 
 
 def check_revision(digest: ObjectDigest, revision: Revision, track_urn: str) -> list[str]:

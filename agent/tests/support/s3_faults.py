@@ -20,9 +20,10 @@ ERROR_BODY = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</
 
 @dataclass
 class S3Fault:
-    """Answer ``status``/``code`` to requests whose method is ``method`` and whose query contains
-    ``query`` (``partNumber`` = UploadPart, ``uploads`` = CreateMultipartUpload), after letting
-    ``skip`` of them through, ``times`` times."""
+    """Answer ``status``/``code`` to requests whose method is ``method``, whose query contains
+    ``query`` (``partNumber`` = UploadPart, ``uploads`` = CreateMultipartUpload) and whose path
+    contains ``path`` (e.g. ``catalog.json``), after letting ``skip`` of them through, ``times``
+    times."""
 
     method: str
     query: str
@@ -31,6 +32,7 @@ class S3Fault:
     skip: int = 0
     times: int = 1
     fired: int = 0
+    path: str = ""
 
 
 class S3FaultProxy:
@@ -55,11 +57,12 @@ class S3FaultProxy:
             self.faults.append(fault)
         return fault
 
-    def _take(self, method: str, query: str) -> S3Fault | None:
+    def _take(self, method: str, split) -> S3Fault | None:
         with self._lock:
             self.requests += 1
             for fault in self.faults:
-                if fault.method != method or fault.query not in query or fault.fired >= fault.times:
+                if (fault.method != method or fault.query not in split.query
+                        or fault.path not in unquote(split.path) or fault.fired >= fault.times):
                     continue
                 if fault.skip:
                     fault.skip -= 1
@@ -84,7 +87,7 @@ class S3FaultProxy:
                 body = self.rfile.read(length) if length else None
                 arrived = time.time()
                 split = urlsplit(self.path)
-                fault = proxy._take(self.command, split.query)
+                fault = proxy._take(self.command, split)
                 if fault is not None:
                     proxy._record(self.command, split, fault.status, arrived)
                     data = ERROR_BODY.format(code=fault.code).encode()
