@@ -251,3 +251,13 @@ def test_logs_are_json_and_carry_no_secrets(sim, make_agent):
     for secret in (token["access_token"], token["refresh_token"]):
         assert secret not in result.stdout + result.stderr
     assert "Signature=" not in result.stdout.replace("Signature=REDACTED", "")
+
+
+@pytest.mark.parametrize("urn", ["soundcloud:users:7\n", "soundcloud:users:7/../8", " soundcloud:users:7"])
+def test_a_urn_is_matched_whole_before_it_names_a_key(urn):
+    """`^…$` lets a trailing newline through re.match; keys are built from whole URNs only."""
+    from sc2s3.archive import Layout
+    from sc2s3.errors import UpstreamError
+
+    with pytest.raises(UpstreamError, match="refusing URN"):
+        Layout("archive/").catalog(urn)

@@ -97,7 +97,7 @@ def utc_now() -> str:
 
 
 def _checked(urn: str, pattern) -> str:
-    if not pattern.match(urn):
+    if not pattern.fullmatch(urn):
         raise UpstreamError(f"refusing URN {urn!r}: not of the form {pattern.pattern}")
     return urn
 
@@ -340,7 +340,7 @@ class CatalogStore:
                                            Delimiter="/"):
                 for common in page.get("CommonPrefixes", []):
                     name = common["Prefix"][len(self.layout.prefix):].rstrip("/")
-                    if USER_URN.match(name):
+                    if USER_URN.fullmatch(name):
                         urns.append(name)
         except (ClientError, BotoCoreError) as exc:
             raise TemporaryError(f"cannot list the bucket: {exc}") from exc

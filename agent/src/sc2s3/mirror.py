@@ -376,7 +376,7 @@ class Mirror:
                 current.lease.fence()
                 log.info("track deleted upstream mid-upload; aborting its upload", key=key)
                 abort_upload(self.s3, self.config.s3.bucket, key, upload_id)
-                if TRACK_URN.match(track_urn):
+                if TRACK_URN.fullmatch(track_urn):
                     current.resume.close(track_urn, "discarded: track deleted upstream")
 
     def _discard(self, current: AccountPass, parked: UploadState, why: str) -> None:

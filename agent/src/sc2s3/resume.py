@@ -107,7 +107,7 @@ class ResumeStore:
         self._lock = threading.Lock()
 
     def key(self, track_urn: str) -> str:
-        if not TRACK_URN.match(track_urn):
+        if not TRACK_URN.fullmatch(track_urn):
             raise ValueError(f"not a track URN: {track_urn!r}")
         return f"{self.prefix}state/uploads/{track_urn}.json"
 

@@ -241,7 +241,7 @@ class SoundCloudClient:
 
     def resolve_user(self, account: str) -> User:
         """The user for a permalink (``band-one``) or a user URN (``soundcloud:users:1``)."""
-        if USER_URN.match(account):
+        if USER_URN.fullmatch(account):
             url = f"{self.config.api_url}/users/{account}"
         else:
             profile = f"https://soundcloud.com/{quote(account, safe='')}"
