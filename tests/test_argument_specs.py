@@ -19,6 +19,14 @@ CASES = {
         ["-e", json.dumps({"sc2s3_accounts": []})],
         ["sc2s3_accounts must list at least one"],
     ),
+    "accounts as a string": (
+        ["-e", "sc2s3_accounts=band-one"],
+        ["sc2s3_accounts must be a list", "not the string 'band-one'"],
+    ),
+    "accounts as [] on the command line (a string)": (
+        ["-e", "sc2s3_accounts=[]"],
+        ["sc2s3_accounts must be a list", "not the string '[]'"],
+    ),
     "concurrency not a number": (
         ["-e", "sc2s3_concurrency=many"],
         ["sc2s3_concurrency", "int"],
