@@ -76,7 +76,14 @@ test-agent: venv
 test-system: deps venv image
 	$(BIN)/pytest tests
 
-test: deps venv image lint test-agent test-system
+# Every suite runs even when an earlier one fails (one CI run shows every failure); the exit
+# status is non-zero if any failed.
+test: deps venv image
+	@failed=""; \
+	for suite in lint test-agent test-system; do \
+	  $(MAKE) --no-print-directory $$suite || failed="$$failed $$suite"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make test: failed:$$failed" >&2; exit 1; fi
 
 demo: deps venv image
 	$(SANDBOX) up --hosts 3 --debian $(SANDBOX_DEBIAN)
