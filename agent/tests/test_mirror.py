@@ -261,3 +261,34 @@ def test_a_urn_is_matched_whole_before_it_names_a_key(urn):
 
     with pytest.raises(UpstreamError, match="refusing URN"):
         Layout("archive/").catalog(urn)
+
+
+def test_secrets_are_redacted_at_any_depth_of_a_log_event_and_in_stored_errors(tmp_path, capsys):
+    """Nested event values, exception text and the failure ledger on disk: no token survives."""
+    import logging
+
+    import structlog
+
+    from sc2s3.failures import FailureLedger
+    from sc2s3.logs import configure_logging, log
+
+    root, saved = logging.getLogger(), (logging.getLogger().handlers[:], structlog.get_config())
+    configure_logging(logging.INFO)
+    try:
+        signed = "https://cdn.example/a.mp3?Policy=p0l1cy&Signature=s1gn4ture&Key-Pair-Id=k3y"
+        log.info("nested", answer={"headers": {"Authorization": "OAuth t0ken"},
+                                   "urls": [signed, ("Bearer b3arer",)]},
+                 body='{"access_token": "acc3ss", "refresh_token": "r3fresh"}')
+        try:
+            raise RuntimeError("token endpoint said: client_secret=s3cret")
+        except RuntimeError:
+            log.exception("failed")
+    finally:  # the rest of the session logs as before
+        root.handlers[:] = saved[0]
+        structlog.configure(**saved[1])
+    ledger = FailureLedger(tmp_path / "failures.json", base_delay_s=60)
+    ledger.failed("soundcloud:tracks:1", f"GET {signed} failed with OAuth t0ken")
+    written = capsys.readouterr().out + (tmp_path / "failures.json").read_text()
+    for secret in ("t0ken", "p0l1cy", "s1gn4ture", "k3y", "b3arer", "acc3ss", "r3fresh", "s3cret"):
+        assert secret not in written, secret
+    assert written.count("REDACTED") >= 8

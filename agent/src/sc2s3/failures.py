@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from .logs import log
+from .logs import log, redact
 from .state import write_atomic
 
 FAILURES_FILE = "failures.json"  # in state_dir
@@ -42,7 +42,7 @@ class FailureLedger:
         with self._lock:
             count = self._entries.get(track_urn, {}).get("failures", 0) + 1
             delay = min(self.base_delay_s * 2 ** (count - 1), MAX_DELAY_S)
-            self._entries[track_urn] = {"failures": count, "last_error": error[:500],
+            self._entries[track_urn] = {"failures": count, "last_error": redact(error)[:500],
                                         "next_attempt_at": self.clock() + delay}
             self._save()
 

@@ -32,13 +32,22 @@ def redact(text: str) -> str:
     return text
 
 
+def scrub(value):
+    """``value`` with secrets redacted at any depth: strings by :func:`redact`, values under a
+    secret-named key (``token``, ``authorization``…) replaced, dicts, lists and tuples walked,
+    anything else (numbers, None) as it is."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: "REDACTED" if str(key).lower() in _SECRET_KEYS else scrub(item)
+                for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(item) for item in value]
+    return value
+
+
 def _redact_event(_logger, _name, event_dict: dict) -> dict:
-    for key, value in list(event_dict.items()):
-        if key.lower() in _SECRET_KEYS:
-            event_dict[key] = "REDACTED"
-        elif isinstance(value, str):
-            event_dict[key] = redact(value)
-    return event_dict
+    return scrub(event_dict)
 
 
 def configure_logging(level: int = logging.INFO) -> None:

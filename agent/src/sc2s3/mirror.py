@@ -27,7 +27,7 @@ from .errors import IntegrityError, Sc2s3Error, TemporaryError
 from .failures import FAILURES_FILE, FailureLedger
 from .fleet import Fleet
 from .leases import Lease, LeaseHeld, LeaseLost
-from .logs import log
+from .logs import log, redact
 from .metrics import (
     BYTES_UPLOADED,
     CYCLE_SECONDS,
@@ -205,7 +205,7 @@ class Mirror:
                 result.unreachable.append(f"{account}: {exc}")
             except Sc2s3Error as exc:
                 log.error("account failed", account=account, error=str(exc))
-                result.account_errors.append(f"{account}: {exc}")
+                result.account_errors.append(redact(f"{account}: {exc}"))
         CYCLE_SECONDS.observe(time.monotonic() - started)
         if result.result == "ok" and not dry_run:
             LAST_CYCLE_SUCCESS.set_to_current_time()
