@@ -99,3 +99,44 @@ def test_track_deleted_upstream_keeps_its_archive_and_aborts_its_parked_upload(
     assert entry["deleted_upstream_at"]
     body = s3.get_object(Bucket=bucket, Key=audio_key(kept))["Body"].read()
     assert hashlib.sha256(body).hexdigest() == original_sha256(kept)
+
+
+def test_the_oauth_token_goes_to_the_api_origin_only():
+    """A next_href, playlist or download_url on another origin (host, port, or plain http under
+    an https api_url) is fetched without the Authorization header."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from sc2s3.config import SoundCloudConfig
+    from sc2s3.soundcloud import SoundCloudClient
+
+    seen: list[str | None] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            body = b'{"collection": []}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    track = Track(id=95, title="t", size=1024)
+    with Simulator(one_track_catalog(track), client_id=CLIENT_ID,
+                   client_secret=CLIENT_SECRET) as sim, \
+            ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere) as other:
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        config = SoundCloudConfig(api_url=sim.base_url, auth_url=sim.base_url, client_id=CLIENT_ID,
+                                  client_secret=CLIENT_SECRET, accounts=["band-seven"])
+        client = SoundCloudClient(config, budget=None)
+        # The simulator answers 401 to an API call without a valid token: this one had it.
+        assert client.get(f"{sim.base_url}/users/soundcloud:users:7").status_code == 200
+        port = other.server_address[1]
+        client.get(f"http://127.0.0.1:{port}/users/soundcloud:users:7/tracks?cursor=x")
+        client.get(f"http://localhost:{port}/playlist.m3u8")
+        other.shutdown()
+    assert seen == [None, None]

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import m3u8
 import requests
@@ -208,7 +208,8 @@ class SoundCloudClient:
     # -- API calls -----------------------------------------------------------------------------
 
     def get(self, url: str, play: bool = False, **kwargs) -> requests.Response:
-        """GET an API URL with the OAuth header; renews the token once on 401.
+        """GET ``url``, with the OAuth header when it is on the API origin; renews the token once
+        on 401.
 
         :param play: the request counts against the play budget (``/download``, ``/streams``).
         :raises RateLimited: HTTP 429 (new plays are blocked until its reset), or no budget left.
@@ -217,15 +218,18 @@ class SoundCloudClient:
         """
         if play:
             self.budget.spend()
+        authorized = self._api_origin(url)
         for attempt in (1, 2):
-            token = self.access_token()
-            headers = {"Authorization": f"OAuth {token}", "Accept": "application/json"}
+            headers = {"Accept": "application/json"}
+            if authorized:
+                token = self.access_token()
+                headers["Authorization"] = f"OAuth {token}"
             try:
                 response = self.session.get(url, headers=headers,
                                             timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), **kwargs)
             except requests.RequestException as exc:
                 raise TemporaryError(f"SoundCloud unreachable: {_scrub(url)}: {exc}") from exc
-            if response.status_code == 401 and attempt == 1:
+            if response.status_code == 401 and authorized and attempt == 1:
                 self.invalidate_token(token)
                 continue
             break
@@ -238,6 +242,13 @@ class SoundCloudClient:
         if response.status_code >= 400:
             raise UpstreamError(f"SoundCloud answered HTTP {response.status_code} for {_scrub(url)}")
         return response
+
+    def _api_origin(self, url: str) -> bool:
+        """True when ``url`` is on the configured ``api_url`` origin (scheme, host, port): only
+        there does the OAuth token go, never to a CDN, a playlist host, a ``next_href`` or
+        ``download_url`` elsewhere, nor over plain http when ``api_url`` is https. (requests
+        already drops the header on a redirect to another host.)"""
+        return _origin(url) == _origin(self.config.api_url)
 
     def resolve_user(self, account: str) -> User:
         """The user for a permalink (``band-one``) or a user URN (``soundcloud:users:1``)."""
@@ -317,6 +328,16 @@ def _json(response: requests.Response) -> Any:
         return response.json()
     except ValueError as exc:
         raise UpstreamError(f"non-JSON answer from {_scrub(response.url)}") from exc
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"https": 443, "http": 80}.get(scheme)
+    except ValueError:  # a port that is not a number: matches nothing
+        return scheme, "", -1
+    return scheme, (parts.hostname or "").lower(), port
 
 
 def _scrub(url: str) -> str:
