@@ -140,3 +140,86 @@ def test_the_oauth_token_goes_to_the_api_origin_only():
         client.get(f"http://localhost:{port}/playlist.m3u8")
         other.shutdown()
     assert seen == [None, None]
+
+
+class FakeApi:
+    """A loopback API answering ``pages`` (path -> JSON or text) and any token request; for
+    listing shapes the simulator does not make (malformed items, loops)."""
+
+    def __init__(self, pages: dict[str, object]):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                path = self.path.split("?", 1)[0]
+                if path == "/oauth/token":
+                    body = b'{"access_token": "a", "expires_in": 3600}'
+                elif path in api.pages:
+                    page = api.pages[path]
+                    body = (page if isinstance(page, str) else json.dumps(page)).encode()
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.pages = pages
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def client(self):
+        from sc2s3.config import SoundCloudConfig
+        from sc2s3.soundcloud import SoundCloudClient
+
+        return SoundCloudClient(SoundCloudConfig(
+            api_url=self.url, auth_url=self.url, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+            accounts=["band-seven"]), budget=None)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_malformed_track_is_reported_and_skipped_and_a_repeating_next_href_is_an_error():
+    from sc2s3.errors import UpstreamError
+
+    good = {"id": 1, "title": "one"}
+    api = FakeApi({})
+    try:
+        tracks_path = "/users/soundcloud:users:7/tracks"
+        api.pages[tracks_path] = {"collection": [good, {"id": "not a number"}, {"id": 3}],
+                                  "next_href": f"{api.url}/page2"}
+        api.pages["/page2"] = {"collection": [{"id": 4}], "next_href": f"{api.url}/page2"}
+        malformed: list[str] = []
+        listed = []
+        with pytest.raises(UpstreamError, match="next_href repeats"):
+            for track in api.client().iter_tracks("soundcloud:users:7", malformed):
+                listed.append(track.urn)
+        assert listed == ["soundcloud:tracks:1", "soundcloud:tracks:3", "soundcloud:tracks:4"]
+        assert len(malformed) == 1 and "breaks the API contract" in malformed[0]
+    finally:
+        api.close()
+
+
+def test_an_hls_master_playlist_that_leads_to_a_master_playlist_is_an_error():
+    from sc2s3.errors import UpstreamError
+
+    api = FakeApi({})
+    try:
+        api.pages["/master.m3u8"] = ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=160000\n"
+                                     f"{api.url}/master.m3u8\n")
+        with pytest.raises(UpstreamError, match="leads to another master playlist"):
+            api.client().hls_segment_urls(f"{api.url}/master.m3u8")
+    finally:
+        api.close()

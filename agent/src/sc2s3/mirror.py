@@ -217,7 +217,11 @@ class Mirror:
         user = self.soundcloud.resolve_user(account)
         catalog = self.store.load(user.urn)
         catalog.permalink, catalog.username = user.permalink, user.username
-        tracks = list(self.soundcloud.iter_tracks(user.urn))
+        malformed: list[str] = []
+        tracks = list(self.soundcloud.iter_tracks(user.urn, malformed))
+        for error in malformed:
+            log.error("track skipped: malformed in the listing", account=account, error=error)
+        result.add(failed=len(malformed))
         missing = [t for t in tracks if not self._archived(catalog, t)]
         if not dry_run:
             archived = [t for t in tracks if self._archived(catalog, t)]
@@ -243,9 +247,11 @@ class Mirror:
         for future in futures:
             future.result()
         # Still held even while being handed over (the lease goes when this pass ends); the
-        # fenced save below raises LeaseLost if it was taken meanwhile.
-        self._mark_deleted_upstream(catalog, {t.urn for t in tracks})
-        self._abort_uploads_of_deleted_tracks(current, {t.urn for t in tracks})
+        # fenced save below raises LeaseLost if it was taken meanwhile. A listing with a
+        # malformed item is not the whole account: nothing is taken for deleted upstream.
+        if not malformed:
+            self._mark_deleted_upstream(catalog, {t.urn for t in tracks})
+            self._abort_uploads_of_deleted_tracks(current, {t.urn for t in tracks})
         self.store.save(catalog, lease)
 
     @staticmethod

@@ -263,16 +263,32 @@ class SoundCloudClient:
         except (ValidationError, TypeError) as exc:
             raise UpstreamError(f"account {account!r} did not resolve to a user: {exc}") from exc
 
-    def iter_tracks(self, user_urn: str):
-        """Yield every :class:`Track` of the user, following ``next_href`` cursors."""
+    def iter_tracks(self, user_urn: str, malformed: list[str] | None = None):
+        """Yield every :class:`Track` of the user, following ``next_href`` cursors.
+
+        :param malformed: where a track object that breaks the contract is reported (its error
+            text) and skipped, so one bad item does not stall the account; None: raise.
+        :raises UpstreamError: a page is not a track page, or a ``next_href`` repeats (a loop).
+        """
         url = f"{self.config.api_url}/users/{user_urn}/tracks?linked_partitioning=true&limit={PAGE_LIMIT}"
+        fetched: set[str] = set()
         while url:
+            if url in fetched:
+                raise UpstreamError(f"track pages loop: next_href repeats {_scrub(url)}")
+            fetched.add(url)
             page = _json(self.get(url))
             collection = page.get("collection") if isinstance(page, dict) else None
             if not isinstance(collection, list):
                 raise UpstreamError("track page lacks a 'collection' list")
             for item in collection:
-                yield Track.from_api(item)
+                try:
+                    track = Track.from_api(item)
+                except UpstreamError as exc:
+                    if malformed is None:
+                        raise
+                    malformed.append(str(exc))
+                    continue
+                yield track
             url = page.get("next_href") or None
             if url is not None and not str(url).startswith(("http://", "https://")):
                 raise UpstreamError("track page has a next_href that is not an http(s) URL")
@@ -307,14 +323,21 @@ class SoundCloudClient:
                 return field.removesuffix("_url"), url
         raise UpstreamError(f"{track.urn} has no HLS transcoding in /streams")
 
-    def hls_segment_urls(self, playlist_url: str) -> list[str]:
-        """Absolute segment URLs of the HLS media playlist (after its 302 to the CDN)."""
+    def hls_segment_urls(self, playlist_url: str, _master: str | None = None) -> list[str]:
+        """Absolute segment URLs of the HLS media playlist (after its 302 to the CDN).
+
+        :raises UpstreamError: no segments, encrypted, or a master playlist whose rendition is
+            itself a master playlist (or names itself): an error, not a loop.
+        """
         response = self.get(playlist_url)
         playlist = m3u8.loads(response.text, uri=response.url)
         if playlist.is_variant:
+            if _master is not None:
+                raise UpstreamError(f"HLS master playlist {_scrub(_master)} leads to another "
+                                    f"master playlist, {_scrub(playlist_url)}")
             # A master playlist: take the highest-bandwidth rendition.
             best = max(playlist.playlists, key=lambda p: p.stream_info.bandwidth or 0)
-            return self.hls_segment_urls(best.absolute_uri)
+            return self.hls_segment_urls(best.absolute_uri, _master=playlist_url)
         if not playlist.segments:
             raise UpstreamError("HLS playlist has no segments")
         if any(segment.key and segment.key.method not in (None, "NONE")
