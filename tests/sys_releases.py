@@ -2,8 +2,9 @@
 
 A test release is a copy of ``agent/`` (pyproject.toml and src/) with ``__version__`` replaced,
 so the role builds, installs and runs the real agent under that version. A *bad* release also
-carries ``sc2s3/_test_fault.py`` (see ``sc2s3.fault_switch``): the fault ships inside that
-release's wheel only, so rolling back to a good release leaves it behind.
+carries ``sc2s3/_test_fault.py`` (from ``tests/release_faults/``) and a call to it at the start of
+its ``run_daemon``: the fault ships inside that release's wheel only, so rolling back to a good
+release leaves it behind, and no release built from ``agent/`` has any of it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class AgentRelease:
 # An [agent] key no release of this repository has: only a test release with it accepts it.
 NEW_AGENT_KEY = "rollout_test_marker"
 LEASE_TTL_LINE = re.compile(r"^    lease_ttl_s: .*$", re.MULTILINE)
+FAULTS_DIR = Path(__file__).resolve().parent / "release_faults"
+FAULT_LINE = re.compile(r"^FAULT = .*$", re.MULTILINE)
+# run_daemon's signature and one-line docstring: a bad release acts out its fault right after.
+RUN_DAEMON_BODY = re.compile(r'^def run_daemon\(.*\n    """.*"""\n', re.MULTILINE)
 
 
 def make_release(
@@ -43,7 +48,8 @@ def make_release(
 ) -> AgentRelease:
     """Copy the agent source under ``root/<version>/`` with ``__version__ = version``.
 
-    :param fault: a ``sc2s3.fault_switch.FAULTS`` name, or None for a good release.
+    :param fault: a ``FAULTS`` name of ``tests/release_faults/_test_fault.py``, or None for a
+        good release.
     :param new_key: an ``[agent]`` config key (an int, default 0) this release accepts on top
         of the real ones.
     """
@@ -61,9 +67,17 @@ def make_release(
     assert count == 1, f"no __version__ line in {init}"
     init.write_text(text)
     if fault is not None:
-        (source / "src" / "sc2s3" / "_test_fault.py").write_text(
-            f'"""Test-only: this release is built to fail ({fault})."""\n\nFAULT = "{fault}"\n'
-        )
+        package = source / "src" / "sc2s3"
+        module = (FAULTS_DIR / "_test_fault.py").read_text()
+        module, count = FAULT_LINE.subn(f'FAULT = "{fault}"', module)
+        assert count == 1, "no FAULT line in the fault module"
+        (package / "_test_fault.py").write_text(module)
+        daemon = package / "daemon.py"
+        text, count = RUN_DAEMON_BODY.subn(
+            lambda m: f"{m.group(0)}    from . import _test_fault\n    _test_fault.apply(config)\n",
+            daemon.read_text())
+        assert count == 1, f"no run_daemon docstring in {daemon} to patch after"
+        daemon.write_text(text)
     if new_key is not None:
         config = source / "src" / "sc2s3" / "config.py"
         text, count = LEASE_TTL_LINE.subn(

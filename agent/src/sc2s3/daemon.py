@@ -19,7 +19,7 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import __version__, fault_switch
+from . import __version__
 from .config import Config
 from .errors import Sc2s3Error, TemporaryError
 from .fleet import Fleet, join
@@ -36,7 +36,6 @@ CHECK_RETRY_S = (5, 10, 30, 60)
 
 def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
     """Run until ``stop`` is set (SIGTERM/SIGINT set it). Returns the exit code (0)."""
-    fault_switch.apply(config)  # test-only bad releases; a no-op in every normal release
     stop = stop or threading.Event()
     wake = threading.Event()  # a stop, or accounts taken: the next cycle starts at once
 
