@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,7 @@ class AgentRelease:
 NEW_AGENT_KEY = "rollout_test_marker"
 LEASE_TTL_LINE = re.compile(r"^    lease_ttl_s: .*$", re.MULTILINE)
 FAULTS_DIR = Path(__file__).resolve().parent / "release_faults"
+WHEELHOUSE_BUILDER = REPO / "roles" / "sc2s3_agent" / "files" / "wheelhouse.py"
 FAULT_LINE = re.compile(r"^FAULT = .*$", re.MULTILINE)
 # run_daemon's signature and one-line docstring: a bad release acts out its fault right after.
 RUN_DAEMON_BODY = re.compile(r'^def run_daemon\(.*\n    """.*"""\n', re.MULTILINE)
@@ -60,7 +63,7 @@ def make_release(
         shutil.copy2(AGENT_SOURCE / name, source / name)
     shutil.copytree(
         AGENT_SOURCE / "src", source / "src",
-        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "_test_fault.py"),
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
     )
     init = source / "src" / "sc2s3" / "__init__.py"
     text, count = VERSION_LINE.subn(f'__version__ = "{version}"', init.read_text())
@@ -98,3 +101,13 @@ def roles_with_new_key(root: Path, key: str) -> Path:
     assert text.rstrip().endswith("}}"), "the [agent] section is no longer last in config.toml.j2"
     template.write_text(f"{text.rstrip()}\n{key} = 1\n")
     return roles
+
+
+def build_wheelhouse(source: Path, version: str, target: str, out: Path | str,
+                     timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """Run the role's own wheelhouse builder on this controller, as a deploy would."""
+    return subprocess.run(
+        [sys.executable, str(WHEELHOUSE_BUILDER), "--source", str(source), "--version", version,
+         "--target", target, "--out", str(out)],
+        capture_output=True, text=True, timeout=timeout_s, check=False,
+    )

@@ -9,17 +9,15 @@ never becomes healthy) that must each roll the first batch back to v1 and stop t
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 import pytest
 from sys_hosts import ssh, ssh_ok
-from sys_paths import REPO, SANDBOX_INVENTORY, SANDBOX_VARS, TEST_HOSTS
+from sys_paths import SANDBOX_INVENTORY, SANDBOX_VARS, TEST_HOSTS
 from sys_playbook import PlaybookRun, rollout_reports, run_playbook
-from sys_releases import NEW_AGENT_KEY
+from sys_releases import NEW_AGENT_KEY, build_wheelhouse
 
 HOSTS = sorted(TEST_HOSTS)
 PLAY_TIMEOUT_S = 420
@@ -276,12 +274,8 @@ def test_a_wheel_changed_on_the_way_fails_the_install_and_stops_the_rollout(flee
     pids = {host: agent_pid(host) for host in HOSTS}
     # Built as the role builds it, then changed in the controller's cache, where the role finds it.
     target = host_platform("th1")
-    build = subprocess.run(
-        [sys.executable, str(REPO / "roles/sc2s3_agent/files/wheelhouse.py"),
-         "--source", str(tampered.source_dir), "--version", tampered.version,
-         "--target", target, "--out", releases["wheelhouse"]],
-        capture_output=True, text=True, timeout=PLAY_TIMEOUT_S, check=False,
-    )
+    build = build_wheelhouse(tampered.source_dir, tampered.version, target, releases["wheelhouse"],
+                             timeout_s=PLAY_TIMEOUT_S)
     assert build.returncode == 0, build.stderr[-3000:]
     tarball = Path(releases["wheelhouse"]) / f"sc2s3-{tampered.version}-{target}.tar"
     changed = tamper_with_a_wheel(tarball, "six-")

@@ -22,8 +22,8 @@ from packaging.tags import compatible_tags, cpython_tags
 from packaging.utils import parse_wheel_filename
 from sc2s3 import __version__
 from sys_paths import REPO
+from sys_releases import build_wheelhouse
 
-BUILD = REPO / "roles" / "sc2s3_agent" / "files" / "wheelhouse.py"
 # (CPython minor, glibc minor): Debian 12 has CPython 3.11 and glibc 2.36, Debian 13 3.13 and 2.41.
 DEBIAN = {12: (11, 36), 13: (13, 41)}
 TARGETS = [(release, arch) for release in DEBIAN for arch in ("x86_64", "aarch64")]
@@ -48,12 +48,8 @@ def interpreter_tags(release: int, arch: str) -> set[str]:
     return {str(tag) for tag in tags}
 
 
-def build(out: Path, target: str, source: Path = REPO / "agent") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(BUILD), "--source", str(source), "--version", __version__,
-         "--target", target, "--out", str(out)],
-        capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False,
-    )
+def build(out: Path, target: str, version: str = __version__) -> subprocess.CompletedProcess[str]:
+    return build_wheelhouse(REPO / "agent", version, target, out, timeout_s=BUILD_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +104,7 @@ def test_a_second_build_of_the_same_source_is_cached(wheelhouses, tmp_path):
 
 
 def test_a_version_without_source_or_cache_is_refused(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(BUILD), "--source", str(REPO / "agent"), "--version", "0.0.0-missing",
-         "--target", target_name(12, "x86_64"), "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
+    proc = build(tmp_path, target_name(12, "x86_64"), version="0.0.0-missing")
     assert proc.returncode == 3, proc
     assert re.search(r"no wheelhouse for sc2s3 0\.0\.0-missing .*source .* is version", proc.stderr)
 
