@@ -281,3 +281,24 @@ def test_an_unrecorded_object_that_is_not_intact_is_never_adopted(make_agent, s3
     catalog = json.loads(
         s3.get_object(Bucket=bucket, Key=f"archive/{USER_URN}/catalog.json")["Body"].read())
     assert "soundcloud:tracks:90" not in catalog["tracks"]
+
+
+@pytest.mark.timeout(180)
+def test_a_resumed_upload_with_every_byte_in_s3_completes_without_a_play(
+        make_agent, seaweed, s3, bucket):
+    """CompleteMultipartUpload fails past botocore's retries (AWS_MAX_ATTEMPTS=1: one 503 is
+    final) after every part, the short last one included, is in S3: the track's next attempt
+    completes the parked upload from its recorded parts, with no new signed URL, so no play."""
+    track = Track(id=91, title="complete fails", size=12 * MIB + 3)
+    with S3FaultProxy(seaweed.endpoint_url) as proxy, Simulator(
+            one_track_catalog(track), client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim:
+        complete = proxy.add(S3Fault("POST", "uploadId=", 503, "SlowDown"))
+        agent = make_agent(sim, accounts=("band-seven",), endpoint=proxy.endpoint_url,
+                           env={"AWS_MAX_ATTEMPTS": "1"})
+        finished = mirror_once(agent, sim)
+        assert finished.returncode == 0, finished.stdout[-3000:]
+        assert complete.fired == 1
+        assert "resuming a parked upload" in finished.stdout
+        assert sim.counters["download"] == 1
+        assert sim.counters["cdn_bytes"] == track.size
+    assert_archived_intact(s3, bucket, track)

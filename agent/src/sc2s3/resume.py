@@ -75,19 +75,30 @@ class UploadState(BaseModel):
     lease_until: float = 0.0     # epoch seconds; 0 once parked
 
     def contiguous(self) -> list[PartRecord]:
-        """Parts 1..k without a gap, all full-sized: everything before the resume offset."""
-        done = []
+        """Parts 1..k without a gap: everything before the resume offset. All are full-sized,
+        except a last part that ends exactly at ``cdn_size`` (the file's end, when known)."""
+        done, total = [], 0
         for number in range(1, len(self.parts) + 1):
             part = self.parts.get(number)
-            if part is None or part.size != self.part_size:
+            if part is None or total == self.cdn_size:
+                break
+            if part.size != self.part_size:
+                if self.cdn_size is not None and total + part.size == self.cdn_size:
+                    done.append(part)
                 break
             done.append(part)
+            total += part.size
         return done
 
     @property
     def offset(self) -> int:
         """Bytes of the source already in S3 as contiguous parts; the download resumes here."""
-        return len(self.contiguous()) * self.part_size
+        return sum(part.size for part in self.contiguous())
+
+    @property
+    def complete(self) -> bool:
+        """Every byte of the file is in S3 (its size is known): only the completion is left."""
+        return self.cdn_size is not None and self.offset == self.cdn_size
 
 
 class ResumeStore:

@@ -8,22 +8,30 @@ profile on EC2, environment or shared credentials file elsewhere).
 import json
 
 import boto3
+import botocore.session
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .config import Config
 from .errors import TemporaryError
 
+# Attempts per S3 request, the first included (botocore's standard retry mode: 8 retries),
+# unless AWS's own setting says otherwise: AWS_MAX_ATTEMPTS, or max_attempts in the shared
+# config file, which also count the first attempt.
+DEFAULT_MAX_ATTEMPTS = 9
+
 
 def make_s3_client(config: Config):
     """A thread-safe S3 client for ``config.s3`` with botocore's standard retry mode (which
     retries throttling such as SlowDown and 5xx with jittered backoff)."""
-    return boto3.client(
+    core = botocore.session.get_session()
+    max_attempts = core.get_config_variable("max_attempts") or DEFAULT_MAX_ATTEMPTS
+    return boto3.Session(botocore_session=core).client(
         "s3",
         region_name=config.s3.region,
         endpoint_url=config.s3.endpoint_url or None,
         config=BotoConfig(
-            retries={"mode": "standard", "max_attempts": 8},
+            retries={"mode": "standard", "total_max_attempts": int(max_attempts)},
             connect_timeout=10,
             read_timeout=120,
             max_pool_connections=4 * config.agent.concurrency + 4,

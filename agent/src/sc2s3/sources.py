@@ -116,12 +116,13 @@ class OriginalSource(Source):
     def __init__(self, client: SoundCloudClient, track: Track, resume_at: int = 0,
                  etag: str | None = None, size: int | None = None):
         self.offset = 0
-        url = client.signed_download_url(track)
         if resume_at and size is not None and resume_at >= size:
-            # Every byte is already in S3; only CompleteMultipartUpload is left.
+            # Every byte is already in S3; only CompleteMultipartUpload is left: no signed URL,
+            # so no play is spent.
             self._response, self.offset, self.size, self.etag = None, resume_at, size, etag
             self._body = None
             return
+        url = client.signed_download_url(track)
         headers = {"Range": f"bytes={resume_at}-"} if resume_at else {}
         if resume_at and etag:
             headers["If-Range"] = etag
