@@ -148,7 +148,10 @@ def status(config_file: str | None, as_json: bool) -> None:
 @click.option("--track", "track_urn", metavar="URN", help="Only this track URN.")
 @click.option("--to", "to_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory to restore into.")
-def restore(config_file: str | None, account: str, track_urn: str | None, to_dir: Path) -> None:
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing files that differ from the archive (atomically).")
+def restore(config_file: str | None, account: str, track_urn: str | None, to_dir: Path,
+            overwrite: bool) -> None:
     """Restore an account's tracks from the archive, verified on the way down."""
     from .restore import restore as restore_tracks
 
@@ -156,7 +159,7 @@ def restore(config_file: str | None, account: str, track_urn: str | None, to_dir
     reporter = make_reporter()
     try:
         result = restore_tracks(config, make_s3_client(config), account, to_dir, track_urn,
-                                reporter)
+                                reporter, overwrite=overwrite)
     finally:
         reporter.close()
     for problem in result.problems:
