@@ -94,7 +94,7 @@ def test_health_is_503_until_s3_is_reachable(sim, make_agent, tmp_path):
             status, body = get(f"http://127.0.0.1:{health_port}/healthz")
             return status and (status, json.loads(body))
         status, body = wait_for(answered, 60, "/healthz to answer")
-        assert status == 503 and body["status"] != "ok"
+        assert status == 503 and body["status"] != "ok" and body["proven"] is False
         wait_for(lambda: "error" in get(f"http://127.0.0.1:{health_port}/healthz")[1], 60,
                  "the failed S3 check")
         assert json.loads(get(f"http://127.0.0.1:{health_port}/healthz")[1])["checks"]["s3"] \

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 
 import pytest
 from conftest import CLIENT_ID, CLIENT_SECRET
@@ -15,6 +14,8 @@ from test_resume import _park_one_upload, audio_key, one_track_catalog
 
 MIB = 1024 * 1024
 CATALOG_KEY = "archive/soundcloud:users:7/catalog.json"
+# Every archived original is due for its re-check by the next run (no waiting).
+DUE_AT_ONCE = "recheck_interval_s = 0.001"
 
 
 def read_json(s3, bucket: str, key: str):
@@ -50,13 +51,11 @@ def test_replaced_original_becomes_a_new_revision_and_the_old_one_stays(make_age
     track = Track(id=92, title="take", size=7 * MIB + 1)
     with Simulator(one_track_catalog(track), client_id=CLIENT_ID,
                    client_secret=CLIENT_SECRET) as sim:
-        agent = make_agent(sim, accounts=("band-seven",), extra_agent="recheck_interval_s = 1")
+        agent = make_agent(sim, accounts=("band-seven",), extra_agent=DUE_AT_ONCE)
         mirror_ok(agent)
         first_sha = original_sha256(track)
-        time.sleep(2)
         mirror_ok(agent)  # re-checked, unchanged: no second revision
         track.revision += 1
-        time.sleep(2)
         mirror_ok(agent)
         new_sha = original_sha256(track)
     assert first_sha != new_sha
@@ -72,12 +71,69 @@ def test_rechecks_stop_when_half_the_play_budget_is_spent(make_agent, s3, bucket
     track = Track(id=93, title="take", size=1 * MIB)
     with Simulator(one_track_catalog(track), client_id=CLIENT_ID,
                    client_secret=CLIENT_SECRET) as sim:
-        agent = make_agent(sim, accounts=("band-seven",), extra_agent="recheck_interval_s = 1",
+        agent = make_agent(sim, accounts=("band-seven",), extra_agent=DUE_AT_ONCE,
                            extra_soundcloud="play_budget = 2")
         mirror_ok(agent)
-        time.sleep(2)
         mirror_ok(agent)
         assert sim.counters["download"] == 1  # 1 of 2 plays left: no re-check
+
+
+@pytest.mark.timeout(120)
+def test_a_cdn_answer_without_etag_or_length_is_unknown_not_replaced(make_agent, s3, bucket):
+    track = Track(id=96, title="anonymous cdn", size=1 * MIB + 9, cdn_identity=False)
+    with Simulator(one_track_catalog(track), client_id=CLIENT_ID,
+                   client_secret=CLIENT_SECRET) as sim:
+        agent = make_agent(sim, accounts=("band-seven",), extra_agent=DUE_AT_ONCE)
+        mirror_ok(agent)
+        rechecked = agent.run("mirror", "--once")
+        assert rechecked.returncode == 0, rechecked.stdout[-3000:]
+        assert "re-check inconclusive" in rechecked.stdout
+        assert sim.counters["download"] == 2  # the archive, then the re-check's signed URL
+    entry = read_json(s3, bucket, CATALOG_KEY)["tracks"]["soundcloud:tracks:96"]
+    assert len(entry["revisions"]) == 1 and entry["checked_at"], entry
+
+
+@pytest.mark.timeout(120)
+def test_a_track_archived_from_hls_gets_its_original_once_downloads_are_enabled(
+        make_agent, s3, bucket):
+    track = Track(id=97, title="stream only, then downloadable", size=1 * MIB,
+                  downloadable=False)
+    with Simulator(one_track_catalog(track), client_id=CLIENT_ID,
+                   client_secret=CLIENT_SECRET) as sim:
+        agent = make_agent(sim, accounts=("band-seven",))
+        mirror_ok(agent)
+        track.downloadable = True
+        mirror_ok(agent)
+        mirror_ok(agent)  # the original is archived now: nothing more to do
+        assert sim.counters["download"] == 1
+    revisions = read_json(s3, bucket, CATALOG_KEY)["tracks"]["soundcloud:tracks:97"]["revisions"]
+    assert [r["source"] for r in revisions] == ["hls_aac_160", "original"], revisions
+    body = s3.get_object(Bucket=bucket, Key=audio_key(track, 2))["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == original_sha256(track)
+    assert s3.head_object(Bucket=bucket, Key=revisions[0]["key"])["ContentLength"] > 0
+
+
+@pytest.mark.timeout(180)
+def test_rechecks_take_turns_with_new_tracks_and_a_pass_rechecks_a_share_of_the_budget(
+        make_agent, s3, bucket):
+    """5 archived originals are due and 3 new tracks listed, one track at a time: with a budget
+    of 40 plays a pass re-checks at most 40 / RECHECK_SHARE = 2 originals, the first of them
+    right after the first new track, not all before it."""
+    archived = [Track(id=100 + n, title=f"old {n}", size=64 * 1024) for n in range(5)]
+    new = [Track(id=200 + n, title=f"new {n}", size=64 * 1024) for n in range(3)]
+    catalog = one_track_catalog(archived[0])
+    for track in archived[1:]:
+        catalog.add_track(7, track)
+    with Simulator(catalog, client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim:
+        agent = make_agent(sim, accounts=("band-seven",), concurrency=1,
+                           extra_agent=DUE_AT_ONCE, extra_soundcloud="play_budget = 40")
+        mirror_ok(agent)
+        for track in new:
+            catalog.add_track(7, track)
+        start = len(sim.request_log)
+        mirror_ok(agent)
+        cdn = [r["method"] for r in list(sim.request_log)[start:] if r["route"] == "cdn"]
+    assert cdn == ["GET", "HEAD", "GET", "HEAD", "GET"], cdn
 
 
 @pytest.mark.timeout(180)

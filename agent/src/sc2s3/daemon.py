@@ -21,9 +21,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from . import __version__
 from .config import Config
-from .errors import Sc2s3Error, TemporaryError
+from .errors import Sc2s3Error, TemporaryError, UpstreamUnavailable
 from .fleet import Fleet, join
-from .health import HealthServer, HealthState
+from .health import CHECK_OK, UNAVAILABLE, HealthServer, HealthState
 from .logs import log
 from .metrics import ACCOUNTS_HELD, LIVE_HOSTS, PLAYS_REMAINING, TRACKS_FAILING
 from .mirror import Mirror
@@ -59,7 +59,8 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
             attempt += 1
         if stop.is_set():
             return 0
-        with Mirror(config, soundcloud, s3, fleet, stop=stop) as mirror:
+        with Mirror(config, soundcloud, s3, fleet, stop=stop,
+                    on_account_written=state.mark_proven) as mirror:
             fleet.in_flight = lambda: mirror.in_flight
             fleet.start()
             while not stop.is_set():
@@ -75,6 +76,8 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
                 ACCOUNTS_HELD.set(fleet.held_count())
                 LIVE_HOSTS.set(fleet.live_hosts())
                 write_last_cycle(state_dir, summary)
+                if state.checks.get("soundcloud", "").startswith(UNAVAILABLE):
+                    _check_soundcloud(soundcloud, state)
                 wake.wait(config.agent.poll_interval_s)
     finally:
         # Uploads are parked by now (Mirror's exit joined them): the leases go back at once.
@@ -103,12 +106,21 @@ def _self_checks(config: Config, s3, soundcloud: SoundCloudClient, fleet: Fleet,
     except (ClientError, BotoCoreError, TemporaryError) as exc:
         state.set_check("s3", f"error: {exc}")
         ok = False
-    try:
-        soundcloud.access_token()
-        state.set_check("soundcloud", "ok")
-    except Sc2s3Error as exc:
-        state.set_check("soundcloud", f"error: {exc}")
-        ok = False
+    ok = _check_soundcloud(soundcloud, state) and ok
     if not ok:
         log.warning("startup self-checks failed; retrying", checks=state.snapshot()[1]["checks"])
     return ok
+
+
+def _check_soundcloud(soundcloud: SoundCloudClient, state: HealthState) -> bool:
+    """A token is obtainable. SoundCloud down or rate-limiting passes, as ``unavailable``
+    (degraded): the agent starts and keeps trying; refused credentials do not."""
+    try:
+        soundcloud.access_token()
+        state.set_check("soundcloud", CHECK_OK)
+    except UpstreamUnavailable as exc:
+        state.set_check("soundcloud", f"{UNAVAILABLE}{exc}")
+    except Sc2s3Error as exc:
+        state.set_check("soundcloud", f"error: {exc}")
+        return False
+    return True

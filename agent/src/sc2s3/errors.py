@@ -32,6 +32,12 @@ class TemporaryError(Sc2s3Error):
     exit_code = EXIT_TEMPFAIL
 
 
+class UpstreamUnavailable(TemporaryError):
+    """SoundCloud (its API or token endpoint) is unreachable, failing (5xx) or rate-limiting.
+    Not the agent's fault: the health endpoint reports it as degraded, never as unhealthy, so
+    a SoundCloud outage cannot roll back a good release."""
+
+
 class UpstreamError(Sc2s3Error):
     """SoundCloud answered with something the contract does not allow (bad JSON, bad URN...)."""
 

@@ -2,16 +2,23 @@
 ~~~~~~~~~~~~~~~
 
 The health endpoint (contract: docs/commands.md, "Health endpoint"): ``GET /healthz`` answers 200 with
-``{"status": "ok", "version": ..., "degraded": bool, "failing_tracks": n, "play_budget": {...},
-"checks": {...}, "last_cycle": {...}}`` only when every startup check passed and the last cycle did
-not fail outright, 503 with the same shape otherwise;
-``GET /metrics`` answers Prometheus text.
+``{"status": "ok", "version": ..., "proven": bool, "degraded": bool, "degraded_reasons": [...],
+"failing_tracks": n, "play_budget": {...}, "checks": {...}, "last_cycle": {...}}`` only when every
+startup check passed and the last cycle did not fail outright (the archive unreachable), 503 with
+the same shape otherwise; ``GET /metrics`` answers Prometheus text.
+
+SoundCloud trouble (an outage, 5xx, a 429, a spent play budget), failing tracks and failing
+accounts are ``degraded``: still 200, because they are the archive's problem to report, not a
+reason for a rolling update to roll back a good release. ``proven`` turns true once this process
+has listed an account and written to the archive, or finished a cycle: the health gate of a
+rolling update waits for it.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,10 +26,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import __version__
 from .metrics import REGISTRY
 
+CHECK_OK = "ok"
+UNAVAILABLE = "unavailable: "  # a check's outcome when SoundCloud, not this agent, is failing
+
 
 class HealthState:
-    """Thread-safe health facts: startup ``checks`` (name -> ``ok`` or error text) and
-    ``last_cycle``. Healthy only once every one of ``required`` checks is ``ok``."""
+    """Thread-safe health facts: startup ``checks`` (name -> ``ok``, ``unavailable: <why>`` or
+    ``error: <why>``) and ``last_cycle``. Healthy only once every one of ``required`` checks is
+    ``ok`` or ``unavailable`` (degraded)."""
 
     def __init__(self, required: tuple[str, ...] = ("config", "s3", "soundcloud")):
         self._lock = threading.Lock()
@@ -31,6 +42,12 @@ class HealthState:
         self.last_cycle: dict | None = None
         self.failing_tracks = 0
         self.play_budget: dict | None = None
+        self.proven = False
+
+    def mark_proven(self) -> None:
+        """This process has listed an account and written to the archive."""
+        with self._lock:
+            self.proven = True
 
     def set_check(self, name: str, outcome: str) -> None:
         with self._lock:
@@ -42,22 +59,37 @@ class HealthState:
         with self._lock:
             self.last_cycle = summary
             self.failing_tracks, self.play_budget = failing_tracks, play_budget
+            self.proven = self.proven or summary.get("result") != "error"
 
     def snapshot(self) -> tuple[bool, dict]:
         with self._lock:
-            checks_ok = all(self.checks.get(name) == "ok" for name in self.required)
+            passed = {name: outcome for name, outcome in self.checks.items()
+                      if outcome == CHECK_OK or outcome.startswith(UNAVAILABLE)}
+            checks_ok = all(name in passed for name in self.required)
             cycle_ok = self.last_cycle is None or self.last_cycle.get("result") != "error"
             healthy = checks_ok and cycle_ok
-            failing = any(v != "ok" for v in self.checks.values())
+            failing = len(passed) < len(self.checks)
             status = "ok" if healthy else ("unhealthy" if failing or not cycle_ok else "starting")
-            # Degraded is still healthy (200): failing tracks or a spent play budget are the
-            # archive's problem to report, not a reason for a rollout to roll back.
-            blocked = bool(self.play_budget and self.play_budget.get("blocked_until"))
-            return healthy, {"status": status, "version": __version__,
-                             "degraded": self.failing_tracks > 0 or blocked,
+            reasons = self._degraded_reasons()
+            return healthy, {"status": status, "version": __version__, "proven": self.proven,
+                             "degraded": bool(reasons), "degraded_reasons": reasons,
                              "failing_tracks": self.failing_tracks,
                              "play_budget": self.play_budget,
                              "checks": dict(self.checks), "last_cycle": self.last_cycle}
+
+    def _degraded_reasons(self) -> list[str]:
+        reasons = [f"{name}: {outcome}" for name, outcome in self.checks.items()
+                   if outcome.startswith(UNAVAILABLE)]
+        if self.failing_tracks:
+            reasons.append(f"{self.failing_tracks} tracks keep failing (sc2s3 status)")
+        if self.play_budget and self.play_budget.get("blocked_until"):
+            until = datetime.fromtimestamp(self.play_budget["blocked_until"], UTC)
+            reasons.append(f"plays blocked until {until.isoformat(timespec='seconds')}")
+        cycle = self.last_cycle or {}
+        reasons += [f"SoundCloud unavailable for {text}"
+                    for text in cycle.get("upstream_unavailable", [])]
+        reasons += [f"account failed: {text}" for text in cycle.get("account_errors", [])]
+        return reasons
 
 
 def _handler(state: HealthState):

@@ -14,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -23,7 +25,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from .archive import Catalog, CatalogStore, Layout, Revision, TrackEntry, metadata_digest, utc_now
 from .config import Config
-from .errors import IntegrityError, Sc2s3Error, TemporaryError
+from .errors import IntegrityError, Sc2s3Error, TemporaryError, UpstreamUnavailable
 from .failures import FAILURES_FILE, FailureLedger
 from .fleet import Fleet
 from .leases import Lease, LeaseHeld, LeaseLost
@@ -85,7 +87,9 @@ class CycleResult:
     bytes: int = 0
     planned: list[str] = field(default_factory=list)    # dry run: track URNs that would be mirrored
     account_errors: list[str] = field(default_factory=list)
-    unreachable: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)    # the archive (S3) could not be reached
+    # accounts SoundCloud could not serve this cycle (outage, 5xx, 429): not the agent's fault
+    upstream_unavailable: list[str] = field(default_factory=list)
     held_elsewhere: list[str] = field(default_factory=list)  # accounts another process holds
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -98,20 +102,23 @@ class CycleResult:
     def result(self) -> str:
         if self.unreachable:
             return "error"
-        return "partial" if self.failed or self.account_errors else "ok"
+        return "partial" if self.failed or self.account_errors or self.upstream_unavailable \
+            else "ok"
 
     def summary(self) -> dict:
         return {"result": self.result, "mirrored": self.mirrored, "skipped": self.skipped,
                 "failed": self.failed, "deferred": self.deferred,
                 "rate_limited": self.rate_limited, "handed_over": self.handed_over,
                 "bytes": self.bytes, "account_errors": self.account_errors,
-                "unreachable": self.unreachable, "held_elsewhere": self.held_elsewhere}
+                "unreachable": self.unreachable,
+                "upstream_unavailable": self.upstream_unavailable,
+                "held_elsewhere": self.held_elsewhere}
 
     @property
     def incomplete(self) -> bool:
         """Some listed track is not archived for a temporary reason (``mirror --once``: 75)."""
-        return bool(self.unreachable or self.rate_limited or self.handed_over
-                    or self.held_elsewhere)
+        return bool(self.unreachable or self.upstream_unavailable or self.rate_limited
+                    or self.handed_over or self.held_elsewhere)
 
 
 @dataclass(frozen=True)
@@ -135,11 +142,15 @@ class Mirror:
         where it takes the leases of the accounts it mirrors (``mirror --once``).
     :param stop: an event that, once set, stops new tracks from starting and aborts transfers
         between parts (daemon shutdown).
+    :param on_account_written: called after an account is listed and its first write to the
+        archive succeeded (the daemon's proof, for the health gate, that this release works).
     """
 
     def __init__(self, config: Config, soundcloud: SoundCloudClient, s3, fleet: Fleet,
-                 reporter: Reporter | None = None, stop: threading.Event | None = None):
+                 reporter: Reporter | None = None, stop: threading.Event | None = None,
+                 on_account_written: Callable[[], None] | None = None):
         self.config, self.soundcloud, self.s3, self.fleet = config, soundcloud, s3, fleet
+        self.on_account_written = on_account_written or (lambda: None)
         self.reporter = reporter or Reporter()
         self.stop = stop or threading.Event()
         self.layout = Layout(config.s3.prefix)
@@ -161,7 +172,11 @@ class Mirror:
     def __enter__(self) -> Mirror:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, *exc_info) -> None:
+        if exc_type is not None:
+            # Ctrl-C (KeyboardInterrupt) or a bug: transfers park at their next part boundary
+            # instead of running to the end of their files.
+            self.stop.set()
         self._tracks.shutdown(wait=True, cancel_futures=True)
         self._parts.shutdown(wait=True, cancel_futures=True)
 
@@ -200,6 +215,10 @@ class Mirror:
             except LeaseLost as exc:
                 log.warning("account handed over mid-pass", account=account, reason=str(exc))
                 result.add(handed_over=1)
+            except UpstreamUnavailable as exc:
+                log.warning("account not listed: SoundCloud unavailable", account=account,
+                            error=str(exc))
+                result.upstream_unavailable.append(redact(f"{account}: {exc}"))
             except TemporaryError as exc:
                 log.error("account unreachable", account=account, error=str(exc))
                 result.unreachable.append(f"{account}: {exc}")
@@ -223,12 +242,17 @@ class Mirror:
             log.error("track skipped: malformed in the listing", account=account, error=error)
         result.add(failed=len(malformed))
         missing = [t for t in tracks if not self._archived(catalog, t)]
+        archived = [t for t in tracks if self._archived(catalog, t)]
+        upgrades = [t for t in archived if self.upstream.upgradable(catalog.tracks[t.urn], t)]
+        missing += upgrades
+        rechecks: list[Track] = []
         if not dry_run:
-            archived = [t for t in tracks if self._archived(catalog, t)]
             self.upstream.record_metadata_edits(user, catalog, archived)
-            missing += [t for t in archived if self.upstream.replaced(catalog.tracks[t.urn], t)]
+            rechecks = self.upstream.due_rechecks(
+                catalog, [t for t in archived if t not in upgrades])
         todo = [t for t in missing if self.failures.due(t.urn)]
-        result.add(skipped=len(tracks) - len(missing), deferred=len(missing) - len(todo))
+        result.add(skipped=len(tracks) - len(missing) - len(rechecks),
+                   deferred=len(missing) - len(todo))
         log.info("account listed", account=account, user_urn=user.urn, tracks=len(tracks),
                  to_mirror=len(todo))
         if dry_run:
@@ -240,10 +264,15 @@ class Mirror:
             holder_id=self.fleet.holder.id, ttl_s=self.config.agent.lease_ttl_s))
         lease.fence()
         self.store.put_json(self.layout.user_json(user.urn), user.raw, overwrite=True)
-        self.soundcloud.budget.expect(len(todo))
+        self.on_account_written()
+        self.soundcloud.budget.expect(len(todo) + len(rechecks))
+        # Re-checks (a play each) take turns with new tracks, never a burst before them.
+        jobs = [job for pair in zip_longest([(t, False) for t in todo],
+                                            [(t, True) for t in rechecks])
+                for job in pair if job is not None]
         futures = [self._tracks.submit(self._mirror_track_safely, current, t,
-                                       self._revision_number(catalog, t), result)
-                   for t in todo]
+                                       self._revision_number(catalog, t), result, recheck)
+                   for t, recheck in jobs]
         for future in futures:
             future.result()
         # Still held even while being handed over (the lease goes when this pass ends); the
@@ -274,7 +303,9 @@ class Mirror:
                 entry.deleted_upstream_at = None
 
     def _mirror_track_safely(self, current: AccountPass, track: Track, number: int,
-                             result: CycleResult) -> None:
+                             result: CycleResult, recheck: bool = False) -> None:
+        """Archive ``track`` as revision ``number`` (with ``recheck``: only if a re-check of its
+        archived original finds it replaced upstream), counting the outcome in ``result``."""
         if self.stop.is_set():
             return
         if not self.fleet.keeps(current.account):
@@ -284,6 +315,9 @@ class Mirror:
             result.add(rate_limited=1)
             log.info("track deferred: no plays before the budget or a 429 allows",
                      track_urn=track.urn, **self.soundcloud.budget.snapshot())
+            return
+        if recheck and not self.upstream.replaced(current.catalog.tracks[track.urn], track):
+            result.add(skipped=1)
             return
         TRACKS_IN_FLIGHT.inc()
         with self._in_flight_lock:

@@ -19,13 +19,13 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
-from .errors import TemporaryError
+from .errors import UpstreamUnavailable
 
 RESET_TIME_FORMAT = "%Y/%m/%d %H:%M:%S %z"
 DEFAULT_WAIT_S = 60.0  # a 429 that names no time: wait this long before the next play
 
 
-class RateLimited(TemporaryError):
+class RateLimited(UpstreamUnavailable):
     """SoundCloud said 429, or the fleet's play budget is spent; ``until`` is epoch seconds."""
 
     def __init__(self, message: str, until: float):

@@ -31,7 +31,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .config import SoundCloudConfig
-from .errors import TemporaryError, UpstreamError
+from .errors import TemporaryError, UpstreamError, UpstreamUnavailable
 from .logs import log
 from .ratelimit import RateLimited, retry_at
 from .state import write_atomic
@@ -170,7 +170,7 @@ class SoundCloudClient:
             response = self.session.post(url, data=form, auth=auth,
                                          timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
         except requests.RequestException as exc:
-            raise TemporaryError(f"SoundCloud token endpoint unreachable: {exc}") from exc
+            raise UpstreamUnavailable(f"SoundCloud token endpoint unreachable: {exc}") from exc
         if response.status_code == 400 and quiet:
             log.info("refresh token refused; fetching a new token", status=400)
             return None
@@ -181,7 +181,7 @@ class SoundCloudClient:
             raise RateLimited("SoundCloud token endpoint answered HTTP 429",
                               retry_at(response, self.budget.now()))
         if response.status_code != 200:
-            raise TemporaryError(f"SoundCloud token endpoint answered HTTP {response.status_code}")
+            raise UpstreamUnavailable(f"SoundCloud token endpoint answered HTTP {response.status_code}")
         body = _json(response)
         try:
             return _Token(str(body["access_token"]), body.get("refresh_token"),
@@ -213,7 +213,7 @@ class SoundCloudClient:
 
         :param play: the request counts against the play budget (``/download``, ``/streams``).
         :raises RateLimited: HTTP 429 (new plays are blocked until its reset), or no budget left.
-        :raises TemporaryError: network failure or 5xx after retries.
+        :raises UpstreamUnavailable: network failure or 5xx after retries.
         :raises UpstreamError: any other non-2xx/3xx answer.
         """
         if play:
@@ -228,7 +228,7 @@ class SoundCloudClient:
                 response = self.session.get(url, headers=headers,
                                             timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), **kwargs)
             except requests.RequestException as exc:
-                raise TemporaryError(f"SoundCloud unreachable: {_scrub(url)}: {exc}") from exc
+                raise UpstreamUnavailable(f"SoundCloud unreachable: {_scrub(url)}: {exc}") from exc
             if response.status_code == 401 and authorized and attempt == 1:
                 self.invalidate_token(token)
                 continue
@@ -238,7 +238,7 @@ class SoundCloudClient:
             self.budget.block_until(until)
             raise RateLimited(f"SoundCloud answered HTTP 429 for {_scrub(url)}", until)
         if response.status_code >= 500:
-            raise TemporaryError(f"SoundCloud answered HTTP {response.status_code} for {_scrub(url)}")
+            raise UpstreamUnavailable(f"SoundCloud answered HTTP {response.status_code} for {_scrub(url)}")
         if response.status_code >= 400:
             raise UpstreamError(f"SoundCloud answered HTTP {response.status_code} for {_scrub(url)}")
         return response

@@ -9,11 +9,17 @@ Changes upstream to tracks already archived, which must never destroy the archiv
   (docs/soundcloud.md), so the only way to notice is to ask the CDN for the
   file's ETag and Content-Length, which costs a play. Each archived original is re-checked at most
   every ``recheck_interval_s`` and only while more than half of the play budget is left; a
-  different identity makes the mirror archive the file again as revision ``r{n+1}``.
+  different identity makes the mirror archive the file again as revision ``r{n+1}``. An answer
+  without either is "unknown", never "replaced". A pass re-checks at most
+  1/:data:`RECHECK_SHARE` of the budget's limit, the most overdue first, and the mirror runs
+  them alongside new tracks rather than as a burst before them;
+- a track archived from its HLS transcoding whose artist has since enabled downloads: its
+  original is archived as a new revision (no re-check needed: the download is the play).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 
@@ -21,6 +27,9 @@ from .archive import Catalog, CatalogStore, Layout, MetadataEdit, TrackEntry, me
 from .errors import Sc2s3Error
 from .logs import log
 from .soundcloud import SoundCloudClient, Track, User
+
+# A pass re-checks at most 1/RECHECK_SHARE of the play budget's limit.
+RECHECK_SHARE = 20
 
 
 def _epoch(stamp: str) -> float:
@@ -66,15 +75,37 @@ class UpstreamChanges:
             return None
         return metadata_digest(stored) if isinstance(stored, dict) else None
 
-    def replaced(self, entry: TrackEntry, track: Track) -> bool:
-        """Re-check an archived original when due; True when the CDN now has a different file."""
+    @staticmethod
+    def upgradable(entry: TrackEntry, track: Track) -> bool:
+        """The track is archived from an HLS transcoding, and its original is downloadable now."""
         latest = entry.latest
-        if (not self.recheck_interval_s or latest is None or latest.source != "original"
-                or not (track.downloadable and track.download_url)):
-            return False
-        last = entry.checked_at or latest.archived_at
-        if time.time() - _epoch(last) < self.recheck_interval_s:
-            return False
+        return (latest is not None and latest.source != "original"
+                and track.downloadable and bool(track.download_url))
+
+    def due_rechecks(self, catalog: Catalog, tracks: list[Track]) -> list[Track]:
+        """The archived originals among ``tracks`` whose re-check is due, most overdue first, at
+        most 1/:data:`RECHECK_SHARE` of the play budget's limit (at least one)."""
+        if not self.recheck_interval_s:
+            return []
+        now, due = time.time(), []
+        for track in tracks:
+            entry = catalog.tracks.get(track.urn)
+            latest = entry.latest if entry else None
+            if (latest is None or latest.source != "original"
+                    or not (track.downloadable and track.download_url)):
+                continue
+            last = _epoch(entry.checked_at or latest.archived_at)
+            if now - last >= self.recheck_interval_s:
+                due.append((last, track))
+        due.sort(key=lambda item: item[0])
+        cap = max(1, math.ceil(self.soundcloud.budget.snapshot()["limit"] / RECHECK_SHARE))
+        return [track for _last, track in due[:cap]]
+
+    def replaced(self, entry: TrackEntry, track: Track) -> bool:
+        """Re-check an archived original (one play, skipped while half of the play budget or
+        less is left); True when the CDN now has a different file. An answer with neither ETag
+        nor Content-Length is unknown: False."""
+        latest = entry.latest
         budget = self.soundcloud.budget.snapshot()
         if budget["blocked_until"] or budget["remaining"] <= budget["limit"] / 2:
             return False
@@ -85,7 +116,12 @@ class UpstreamChanges:
                         error=str(exc))
             return False
         entry.checked_at = utc_now()
-        changed = size != latest.size or bool(latest.cdn_etag and etag and etag != latest.cdn_etag)
+        if etag is None and size is None:
+            log.warning("re-check inconclusive: the CDN named neither ETag nor Content-Length",
+                        track_urn=track.urn)
+            return False
+        changed = (size is not None and size != latest.size) \
+            or bool(latest.cdn_etag and etag and etag != latest.cdn_etag)
         if changed:
             log.info("original replaced upstream; archiving it as a new revision",
                      track_urn=track.urn, size=size, archived_size=latest.size)
