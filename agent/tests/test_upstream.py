@@ -279,3 +279,29 @@ def test_an_hls_master_playlist_that_leads_to_a_master_playlist_is_an_error():
             api.client().hls_segment_urls(f"{api.url}/master.m3u8")
     finally:
         api.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_page_failing_after_retries_mirrors_what_was_listed_and_deletes_nothing(
+        make_agent, s3, bucket):
+    """Pages of 2: the second page fails (a 404: the same path as a 5xx past the client's
+    retries, without their backoff). The newest track, listed on the first page, is mirrored
+    all the same; the tracks not listed are not taken for deleted upstream; the run reports the
+    account's error (1)."""
+    older = [Track(id=110 + n, title=f"older {n}", size=32 * 1024) for n in range(3)]
+    catalog = one_track_catalog(older[0])
+    for track in older[1:]:
+        catalog.add_track(7, track)
+    with Simulator(catalog, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                   page_size_max=2) as sim:
+        agent = make_agent(sim, accounts=("band-seven",))
+        mirror_ok(agent)
+        newest = Track(id=119, title="newest", size=32 * 1024)
+        catalog.add_track(7, newest)
+        sim.faults.fail_next("tracks_page", 404, skip=1, times=None)
+        cut_short = agent.run("mirror", "--once")
+        assert cut_short.returncode == 1, cut_short.stdout[-3000:]
+        assert "listing ended early" in cut_short.stdout
+    tracks = read_json(s3, bucket, CATALOG_KEY)["tracks"]
+    assert tracks["soundcloud:tracks:119"]["revisions"], tracks
+    assert not [urn for urn, entry in tracks.items() if entry.get("deleted_upstream_at")]

@@ -237,7 +237,17 @@ class Mirror:
         catalog = self.store.load(user.urn)
         catalog.permalink, catalog.username = user.permalink, user.username
         malformed: list[str] = []
-        tracks = list(self.soundcloud.iter_tracks(user.urn, malformed))
+        tracks: list[Track] = []
+        listing_error: Sc2s3Error | None = None
+        try:
+            tracks.extend(self.soundcloud.iter_tracks(user.urn, malformed))
+        except Sc2s3Error as exc:
+            # A page failing after retries (or a looping cursor) ends the listing: what was
+            # listed is still mirrored, nothing unlisted is taken for deleted upstream, and the
+            # account's error is reported once the pass is done.
+            log.warning("listing ended early; mirroring what was listed", account=account,
+                        listed=len(tracks), error=str(exc))
+            listing_error = exc
         for error in malformed:
             log.error("track skipped: malformed in the listing", account=account, error=error)
         result.add(failed=len(malformed))
@@ -257,6 +267,8 @@ class Mirror:
                  to_mirror=len(todo))
         if dry_run:
             result.planned.extend(t.urn for t in todo)
+            if listing_error is not None:
+                raise listing_error
             return
         assert lease is not None
         current = AccountPass(account, user, catalog, lease, ResumeStore(
@@ -277,11 +289,14 @@ class Mirror:
             future.result()
         # Still held even while being handed over (the lease goes when this pass ends); the
         # fenced save below raises LeaseLost if it was taken meanwhile. A listing with a
-        # malformed item is not the whole account: nothing is taken for deleted upstream.
-        if not malformed:
+        # malformed item, or one cut short, is not the whole account: nothing is taken for
+        # deleted upstream.
+        if not malformed and listing_error is None:
             self._mark_deleted_upstream(catalog, {t.urn for t in tracks})
             self._abort_uploads_of_deleted_tracks(current, {t.urn for t in tracks})
         self.store.save(catalog, lease)
+        if listing_error is not None:
+            raise listing_error
 
     @staticmethod
     def _archived(catalog: Catalog, track: Track) -> bool:
