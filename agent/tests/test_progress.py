@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
+import re
 import subprocess
 
 import pytest
 from conftest import AGENT_BIN, CLIENT_ID, CLIENT_SECRET
+from rich.console import Console
 from soundcloud_sim import Catalog, Simulator, Track, User
 
+from sc2s3.progress import RichReporter
+
 MIB = 1024 * 1024
+HOSTILE_TITLE = "[/x] hostile[bold][link=x]{y}[/]\\[b]:+1:"  # 40 at most: names are cut there
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @pytest.fixture
@@ -22,11 +29,11 @@ def sim():
         yield server
 
 
-def test_terminal_gets_progress_bars(sim, make_agent):
-    agent = make_agent(sim)
+def run_on_terminal(agent, *args: str) -> tuple[int, str]:
+    """Run ``sc2s3 *args`` with a terminal as stdout: its exit code and what it drew."""
     controller, terminal = pty.openpty()
-    process = subprocess.Popen([str(AGENT_BIN), "mirror", "--once", "--config",
-                                str(agent.config_path)], env={**agent.env, "COLUMNS": "160"},
+    process = subprocess.Popen([str(AGENT_BIN), *args, "--config", str(agent.config_path)],
+                               env={**agent.env, "COLUMNS": "160"},
                                stdout=terminal, stderr=subprocess.DEVNULL)
     os.close(terminal)
     output = b""
@@ -38,8 +45,13 @@ def test_terminal_gets_progress_bars(sim, make_agent):
         if not data:
             break
         output += data
-    assert process.wait(timeout=120) == 0
-    text = output.decode(errors="replace")
+    os.close(controller)
+    return process.wait(timeout=120), output.decode(errors="replace")
+
+
+def test_terminal_gets_progress_bars(sim, make_agent):
+    code, text = run_on_terminal(make_agent(sim), "mirror", "--once")
+    assert code == 0
     assert "Rehearsal take 3" in text and "overall" in text
     assert "12.6 MB" in text  # rich's byte counter for the finished track
 
@@ -52,3 +64,28 @@ def test_pipe_gets_json_progress_lines(sim, make_agent):
     assert len(final) == 1
     assert final[0]["bytes"] == final[0]["total_bytes"] == 12 * MIB
     assert final[0]["item"] == "Rehearsal take 3" and final[0]["rate_bytes_per_s"] > 0
+
+
+# --- item names are text, never rich markup ----------------------------------------------------
+
+def test_hostile_title_is_drawn_literally():
+    """A title that is invalid (or valid) rich markup is neither an error nor interpreted."""
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, color_system="truecolor", width=200)
+    assert console.is_terminal
+    reporter = RichReporter(console=console)
+    handle = reporter.start(HOSTILE_TITLE, 1000)
+    reporter.advance(handle, 400)
+    reporter.close()  # draws the final frame
+    text = ANSI_ESCAPE.sub("", out.getvalue())
+    assert HOSTILE_TITLE in text
+    assert "\x1b]8;" not in out.getvalue()  # no hyperlink was made of [link=...]
+
+
+def test_terminal_mirror_of_a_hostile_title_does_not_crash(make_agent):
+    catalog = Catalog([User(id=6, permalink="band-one", username="Band", tracks=[
+        Track(id=61, title=HOSTILE_TITLE, size=2 * MIB)])])
+    with Simulator(catalog, client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as server:
+        code, text = run_on_terminal(make_agent(server), "mirror", "--once")
+    assert code == 0, text[-2000:]
+    assert HOSTILE_TITLE in ANSI_ESCAPE.sub("", text)

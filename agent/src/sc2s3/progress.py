@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -86,12 +87,14 @@ class JsonReporter(Reporter):
 
 
 class RichReporter(Reporter):
-    """Live bars on the terminal: one per transfer plus an overall one."""
+    """Live bars on the terminal (``console``: rich's default one): one per transfer plus an
+    overall one. Item names (track titles) are shown literally, never parsed as rich markup."""
 
-    def __init__(self):
+    def __init__(self, console: Console | None = None):
         self._progress = Progress(
-            TextColumn("{task.description}", style="bold"), BarColumn(), DownloadColumn(),
-            TransferSpeedColumn(), TimeRemainingColumn(), transient=False)
+            TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=console,
+            transient=False)
         self._overall = self._progress.add_task("overall", total=0)
         self._lock = threading.Lock()
         self._progress.start()

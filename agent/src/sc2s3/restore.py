@@ -31,18 +31,21 @@ from pathlib import Path
 
 from .archive import Catalog, CatalogStore, Layout, Revision
 from .config import Config
-from .errors import Sc2s3Error, UpstreamError
+from .errors import Sc2s3Error
 from .logs import log
 from .progress import Reporter
 from .s3 import get_object_body
-from .verify import MissingObject, check_revision, iter_revisions, read_object_digest
+from .verify import (
+    AUDIO_NAME,
+    MissingObject,
+    check_revision,
+    iter_revisions,
+    read_object_digest,
+    revision_key_problems,
+)
 
 MAX_NAME_BYTES = 200  # below the usual 255-byte file name limit, leaving room for suffixes
 READ_CHUNK = 1024 * 1024
-
-# The last component of an audio key: ``audio.<ext>``, the extension also naming the local file.
-AUDIO_NAME = re.compile(r"audio\.([a-z0-9]{1,8})")
-_RESERVED_EXTENSIONS = {"json"}  # the track's JSON is restored beside the audio as <stem>.json
 
 # C0 and C1 control characters (Unicode Cc), line and paragraph separators, path separators.
 _UNSAFE_RUN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029/\\]+")
@@ -81,32 +84,6 @@ def safe_filename(text: str) -> str:
         text = encoded[:MAX_NAME_BYTES].decode("utf-8", "ignore")
     text = text.rstrip(_TRIM)
     return text if text not in ("", ".", "..") else "untitled"
-
-
-def revision_key_problems(layout: Layout, user_urn: str, track_urn: str,
-                          revision: Revision) -> list[str]:
-    """Every way a catalog revision's keys differ from the archive layout (empty when they are
-    the keys :class:`Layout` gives): ``key`` must be ``PREFIX<user_urn>/<track_urn>/r<n>/audio.<ext>``
-    with ``ext`` of 1-8 characters ``[a-z0-9]`` (not ``json``), ``json_key`` its ``track.json``
-    sibling. A catalog that points elsewhere (``../``, another user or track, a bookkeeping
-    object) is refused before anything is read."""
-    try:
-        revision_dir = layout.revision_dir(user_urn, track_urn, revision.revision)
-    except UpstreamError:
-        return [f"{track_urn!r}: catalog field \"tracks\" holds a key that is not a track URN "
-                f"(soundcloud:tracks:<digits>); not read"]
-    problems = []
-    name = revision.key[len(revision_dir):] if revision.key.startswith(revision_dir) else ""
-    found = AUDIO_NAME.fullmatch(name)
-    if found is None or found.group(1) in _RESERVED_EXTENSIONS:
-        problems.append(f"{track_urn}: catalog field \"key\" of revision {revision.revision} is "
-                        f"{revision.key!r}, not {revision_dir}audio.<ext> (ext: 1-8 of a-z, 0-9, "
-                        f"not json); not read")
-    expected_json = layout.track_json(user_urn, track_urn, revision.revision)
-    if revision.json_key != expected_json:
-        problems.append(f"{track_urn}: catalog field \"json_key\" of revision {revision.revision} "
-                        f"is {revision.json_key!r}, not {expected_json}; not read")
-    return problems
 
 
 @dataclass

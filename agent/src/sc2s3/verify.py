@@ -5,11 +5,16 @@ Reads archived objects back and checks every byte against what was recorded at m
 whole-file SHA-256 in the catalog and the S3 additional checksum (HeadObject ``ChecksumMode=ENABLED``,
 S3 API "Checking object integrity"), recomputed part by part with the object's ``sc-part-size`` in
 whichever algorithm S3 reports (:mod:`sc2s3.checksums`).
+
+The catalog is not trusted: a revision whose ``key`` or ``json_key`` is not the key the archive
+layout gives that user, track and revision (:func:`revision_key_problems`) is reported and never
+read, so a forged catalog cannot make verify (or restore) fetch another object of the bucket.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -19,11 +24,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .archive import Catalog, CatalogStore, Layout, Revision
 from .checksums import PART_ALGORITHM, ChecksumAlgorithm, b64, composite, new, reported
 from .config import Config
-from .errors import TemporaryError
+from .errors import TemporaryError, UpstreamError
 from .logs import log
 from .progress import Reporter
 
 READ_CHUNK = 1024 * 1024
+
+# The last component of an audio key: ``audio.<ext>``, the extension also naming the restored file.
+AUDIO_NAME = re.compile(r"audio\.([a-z0-9]{1,8})")
+_RESERVED_EXTENSIONS = {"json"}  # the track's JSON is restored beside the audio as <stem>.json
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,32 @@ def _check_not_overwritten(s3, bucket: str, revision: Revision) -> list[str]:
     return []
 
 
+def revision_key_problems(layout: Layout, user_urn: str, track_urn: str,
+                          revision: Revision) -> list[str]:
+    """Every way a catalog revision's keys differ from the archive layout (empty when they are
+    the keys :class:`Layout` gives): ``key`` must be ``PREFIX<user_urn>/<track_urn>/r<n>/audio.<ext>``
+    with ``ext`` of 1-8 characters ``[a-z0-9]`` (not ``json``), ``json_key`` its ``track.json``
+    sibling. A catalog that points elsewhere (``../``, another user or track, a bookkeeping
+    object) is refused before anything is read."""
+    try:
+        revision_dir = layout.revision_dir(user_urn, track_urn, revision.revision)
+    except UpstreamError:
+        return [f"{track_urn!r}: catalog field \"tracks\" holds a key that is not a track URN "
+                f"(soundcloud:tracks:<digits>); not read"]
+    problems = []
+    name = revision.key[len(revision_dir):] if revision.key.startswith(revision_dir) else ""
+    found = AUDIO_NAME.fullmatch(name)
+    if found is None or found.group(1) in _RESERVED_EXTENSIONS:
+        problems.append(f"{track_urn}: catalog field \"key\" of revision {revision.revision} is "
+                        f"{revision.key!r}, not {revision_dir}audio.<ext> (ext: 1-8 of a-z, 0-9, "
+                        f"not json); not read")
+    expected_json = layout.track_json(user_urn, track_urn, revision.revision)
+    if revision.json_key != expected_json:
+        problems.append(f"{track_urn}: catalog field \"json_key\" of revision {revision.revision} "
+                        f"is {revision.json_key!r}, not {expected_json}; not read")
+    return problems
+
+
 @dataclass
 class VerifyResult:
     checked: int = 0
@@ -153,6 +188,12 @@ def verify_archive(config: Config, s3, reporter: Reporter | None = None) -> Veri
     store = CatalogStore(s3, config.s3.bucket, Layout(config.s3.prefix))
     result = VerifyResult()
     for catalog, track_urn, revision in iter_revisions(store):
+        refused = revision_key_problems(store.layout, catalog.user_urn, track_urn, revision)
+        if refused:  # never read: the catalog points outside this revision's keys
+            for problem in refused:
+                result.problems.append(problem)
+                log.error("verify failed", key=revision.key, track_urn=track_urn, problem=problem)
+            continue
         handle = reporter.start(f"{catalog.permalink or catalog.user_urn} {track_urn}",
                                 revision.size)
         try:
