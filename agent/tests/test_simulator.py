@@ -18,6 +18,8 @@ import m3u8
 import pytest
 import requests
 from soundcloud_sim import (
+    HLS_INIT_LEN,
+    HLS_SEGMENT_LEN,
     Catalog,
     Simulator,
     Track,
@@ -342,6 +344,29 @@ def test_range_can_be_switched_off() -> None:
         assert "Accept-Ranges" not in response.headers
 
 
+def test_a_track_without_cdn_identity_has_no_etag_and_no_length() -> None:
+    """`Track(cdn_identity=False)`: the original comes chunked, without ETag or Content-Length,
+    and Range is ignored; HEAD says no more."""
+    catalog = Catalog(users=[User(id=USER_ID, permalink="band-one", username="Band One", tracks=[
+        Track(id=1101, title="No identity", size=3 * MIB + 5, cdn_identity=False)])])
+    with Simulator(catalog, *CLIENT) as sim:
+        url = sim.signed_url("/cdn/original/1101")
+        body = get(url)
+        assert body.status_code == 200
+        assert body.headers.get("Transfer-Encoding") == "chunked"
+        assert "Content-Length" not in body.headers and "ETag" not in body.headers
+        assert "Accept-Ranges" not in body.headers
+        assert sha256_of(body) == track_sha256(1101, 3 * MIB + 5)
+        ranged = get(url, headers={"Range": "bytes=10-19"})
+        assert ranged.status_code == 200 and len(ranged.content) == 3 * MIB + 5
+        headers_only = head(url)
+        assert headers_only.status_code == 200 and headers_only.content == b""
+        assert "Content-Length" not in headers_only.headers
+        assert "ETag" not in headers_only.headers
+        assert headers_only.headers["Content-Type"] == "audio/mpeg"
+        assert sim.counters["cdn_bytes"] == 2 * (3 * MIB + 5)
+
+
 def test_signed_urls_expire_and_resist_tampering(sim: Simulator, api: requests.Session) -> None:
     location = api.get(f"{sim.api_url}/tracks/1003/download", allow_redirects=False).headers[
         "Location"
@@ -418,6 +443,66 @@ def test_hls_absolute_segment_urls() -> None:
         api = make_session(sim)
         data = fetch_hls(sim, api, 1003, "hls_aac_160")
         assert hashlib.sha256(data).hexdigest() == hls_sha256(sim.catalog.track(1003)[1])
+
+
+def test_hls_init_sections_and_byte_ranges() -> None:
+    """`hls_init_maps` adds EXT-X-MAP init sections (the second one mid-playlist) and
+    `hls_byteranges` cuts every piece out of one file; the pieces are the rendition's bytes."""
+    tracks = [
+        Track(id=1201, title="fMP4", size=1000, downloadable=False, hls_size=5 * HLS_SEGMENT_LEN,
+              hls_init_maps=2),
+        Track(id=1202, title="fMP4 ranges", size=1000, downloadable=False,
+              hls_size=5 * HLS_SEGMENT_LEN, hls_init_maps=2, hls_byteranges=True),
+    ]
+    catalog = Catalog(users=[User(id=USER_ID, permalink="band-one", username="Band One",
+                                  tracks=tracks)])
+    with Simulator(catalog, *CLIENT) as sim:
+        for track in tracks:
+            url = sim.signed_url(f"/cdn/hls/hls_aac_160/{track.id}/playlist.m3u8")
+            playlist = m3u8.loads(get(url).text, uri=url)
+            maps = [s.init_section for s in playlist.segments]
+            assert maps[0] is not None and maps[-1] is not None
+            assert len({(m.uri, m.byterange) for m in maps}) == 2
+            pieces = []
+            for index, segment in enumerate(playlist.segments):
+                if index == 0 or segment.init_section.uri != maps[index - 1].uri or \
+                        segment.init_section.byterange != maps[index - 1].byterange:
+                    pieces.append((segment.init_section.absolute_uri,
+                                   segment.init_section.byterange))
+                pieces.append((segment.absolute_uri, segment.byterange))
+            data, offset = b"", 0
+            for uri, byterange in pieces:
+                if byterange:
+                    length, _, start = byterange.partition("@")
+                    offset = int(start) if start else offset
+                    part = get(uri, headers={"Range": f"bytes={offset}-{offset + int(length) - 1}"})
+                    assert part.status_code == 206
+                    offset += int(length)
+                else:
+                    part = get(uri)
+                    assert part.status_code == 200
+                data += part.content
+            assert data == b"".join(hls_bytes(track))
+            assert data[:HLS_INIT_LEN] == get(pieces[0][0]).content[:HLS_INIT_LEN]
+
+
+def test_signed_stream_urls_and_the_expire_fault() -> None:
+    with Simulator(small_catalog(), *CLIENT, stream_urls="signed") as sim:
+        api = make_session(sim)
+        streams = api.get(f"{sim.api_url}/tracks/soundcloud:tracks:1002/streams").json()
+        playlist_url = streams["hls_aac_160_url"]
+        assert "/cdn/hls/hls_aac_160/1002/playlist.m3u8?" in playlist_url
+        assert "Signature=" in playlist_url
+        text = get(playlist_url).text
+        segment_url = urljoin(playlist_url, m3u8.loads(text).segments[1].uri)
+        sim.fail_next("cdn_segment", kind="expire", skip=1)
+        assert get(segment_url).status_code == 200  # let through
+        before = sim.clock.now()
+        refused = get(segment_url)
+        assert refused.status_code == 403 and b"expired" in refused.content
+        assert sim.clock.now() - before >= sim.url_ttl_s + 1
+        assert get(playlist_url).status_code == 403  # issued as long ago: expired as well
+        assert [r["status"] for r in sim.request_log if r["route"] == "cdn_segment"] == [200, 403]
 
 
 # --- rate limits and faults --------------------------------------------------------------------

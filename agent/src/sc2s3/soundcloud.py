@@ -315,7 +315,10 @@ class SoundCloudClient:
         return response.headers.get("ETag"), int(length) if length.isdigit() else None
 
     def hls_playlist_url(self, track: Track) -> tuple[str, str]:
-        """``(preset, url)`` of the best HLS transcoding from ``/tracks/{urn}/streams``."""
+        """``(preset, url)`` of the best HLS transcoding from ``/tracks/{urn}/streams`` (a play).
+
+        The URL is either an API URL that redirects to a freshly signed CDN playlist (it can be
+        fetched again later), or a signed CDN playlist URL that expires in minutes."""
         streams = _json(self.get(f"{self.config.api_url}/tracks/{track.urn}/streams", play=True))
         for field in HLS_PRESETS:
             url = streams.get(field) if isinstance(streams, dict) else None
@@ -323,27 +326,120 @@ class SoundCloudClient:
                 return field.removesuffix("_url"), url
         raise UpstreamError(f"{track.urn} has no HLS transcoding in /streams")
 
-    def hls_segment_urls(self, playlist_url: str, _master: str | None = None) -> list[str]:
-        """Absolute segment URLs of the HLS media playlist (after its 302 to the CDN).
+    def hls_segment_urls(self, playlist_url: str) -> list[str]:
+        """Absolute media segment URLs of the HLS playlist (see :meth:`hls_parts`)."""
+        return [part.url for part in self.hls_parts(playlist_url) if not part.init]
 
-        :raises UpstreamError: no segments, encrypted, or a master playlist whose rendition is
-            itself a master playlist (or names itself): an error, not a loop.
+    def hls_parts(self, playlist_url: str, _master: str | None = None) -> list[HlsPart]:
+        """What to fetch, in order, to archive the HLS rendition at ``playlist_url`` (after its
+        redirect to the CDN; a master playlist leads to its highest-bandwidth rendition): each
+        ``EXT-X-MAP`` init section just before the first segment it applies to, and every media
+        segment, with its ``EXT-X-BYTERANGE`` made explicit.
+
+        :raises SignedUrlRefused: the CDN refused the (signed) playlist URL: it expired.
+        :raises UpstreamError: no segments, encrypted, a byte range without a start, or a master
+            playlist whose rendition is itself a master playlist (or names itself): an error,
+            not a loop.
         """
-        response = self.get(playlist_url)
-        playlist = m3u8.loads(response.text, uri=response.url)
+        response = self._hls_get(playlist_url)
+        try:
+            playlist = m3u8.loads(response.text, uri=response.url)
+        except Exception as exc:  # the parser raises several unrelated types on garbage
+            raise UpstreamError(f"unreadable HLS playlist {_scrub(playlist_url)}: {exc}") from exc
         if playlist.is_variant:
             if _master is not None:
                 raise UpstreamError(f"HLS master playlist {_scrub(_master)} leads to another "
                                     f"master playlist, {_scrub(playlist_url)}")
+            if not playlist.playlists:
+                raise UpstreamError(f"HLS master playlist {_scrub(playlist_url)} has no rendition")
             # A master playlist: take the highest-bandwidth rendition.
             best = max(playlist.playlists, key=lambda p: p.stream_info.bandwidth or 0)
-            return self.hls_segment_urls(best.absolute_uri, _master=playlist_url)
+            return self.hls_parts(best.absolute_uri, _master=playlist_url)
         if not playlist.segments:
             raise UpstreamError("HLS playlist has no segments")
         if any(segment.key and segment.key.method not in (None, "NONE")
                for segment in playlist.segments):
             raise UpstreamError("HLS playlist is encrypted; cannot archive it")
-        return [segment.absolute_uri for segment in playlist.segments]
+        parts: list[HlsPart] = []
+        current_map: tuple[str, tuple[int, int] | None] | None = None
+        previous: tuple[str, int] | None = None  # (URI, end) of the last media sub-range
+        for segment in playlist.segments:
+            init = segment.init_section
+            if init is not None and init.uri:
+                url = _absolute(init.absolute_uri, init.uri, response.url)
+                this_map = (url, _byterange(init.byterange, None, url, init=True))
+                if this_map != current_map:
+                    parts.append(HlsPart(url, None, this_map[1], init=True))
+                    current_map = this_map
+            url = _absolute(segment.absolute_uri, segment.uri, response.url)
+            byterange = _byterange(segment.byterange, previous, url)
+            # The same resource even if each line carries its own signature.
+            previous = (_scrub(url), byterange[0] + byterange[1]) if byterange else None
+            parts.append(HlsPart(url, segment.duration, byterange))
+        return parts
+
+    def _hls_get(self, url: str) -> requests.Response:
+        """GET an HLS playlist (the OAuth header only on the API origin; a redirect to the CDN
+        is followed without it). A 403, from the CDN or the redirect's start, means a signed URL
+        expired: :class:`SignedUrlRefused`, not an :class:`UpstreamError`."""
+        return self.get(url, hooks={"response": _refuse_expired})
+
+
+def _refuse_expired(response: requests.Response, *args, **kwargs) -> None:
+    """A requests response hook (it sees every response of a redirect chain): 403 raises
+    :class:`SignedUrlRefused`."""
+    if response.status_code == 403:
+        response.close()
+        raise SignedUrlRefused(f"CDN refused the signed playlist URL {_scrub(response.url)} "
+                               "(HTTP 403; expired?)")
+
+
+class SignedUrlRefused(TemporaryError):
+    """The CDN refused a signed URL (HTTP 403): it expired (they last minutes) or its key was
+    rotated. A fresh one is needed, not the same request again."""
+
+
+@dataclass(frozen=True)
+class HlsPart:
+    """One request of an HLS rendition: an ``EXT-X-MAP`` init section (``init``) or a media
+    segment (``duration`` in seconds), the whole resource at ``url`` or the sub-range
+    ``byterange`` = ``(offset, length)`` of it.
+
+    ``shape`` is what stays the same when the playlist is fetched again (the URLs' signatures
+    change)."""
+
+    url: str
+    duration: float | None
+    byterange: tuple[int, int] | None = None
+    init: bool = False
+
+    @property
+    def shape(self) -> tuple[bool, float | None, tuple[int, int] | None]:
+        return self.init, self.duration, self.byterange
+
+
+def _absolute(absolute_uri: str | None, uri: str, base: str) -> str:
+    return absolute_uri or requests.compat.urljoin(base, uri)
+
+
+def _byterange(value: str | None, previous: tuple[str, int] | None, url: str,
+               init: bool = False) -> tuple[int, int] | None:
+    """``(offset, length)`` of an ``EXT-X-BYTERANGE`` / ``BYTERANGE`` value ``n[@o]``. Without
+    ``o``, a segment's range starts where the previous media segment's range of the same URI
+    ended (RFC 8216 §4.3.2.2; ``previous`` is its URI and end), an init section's at 0."""
+    if not value:
+        return None
+    length, _, offset = str(value).strip().partition("@")
+    if not length.isdigit() or (offset and not offset.isdigit()):
+        raise UpstreamError(f"HLS playlist has a malformed byte range {value!r}")
+    if offset:
+        return int(offset), int(length)
+    if init:
+        return 0, int(length)
+    if previous is None or previous[0] != _scrub(url):
+        raise UpstreamError(f"HLS byte range {value!r} has no start: no previous sub-range of "
+                            "the same resource")
+    return previous[1], int(length)
 
 
 def _json(response: requests.Response) -> Any:

@@ -10,7 +10,9 @@ Knobs (Simulator keyword arguments): token_ttl_s, url_ttl_s (signed CDN URL life
 range_supported, page_size_max (limit above it is clamped), rate_limit_429_shape
 ("errors" | "spam"), play_budget / play_window_s (plays = /download and /streams calls),
 token_limit_app / token_limit_ip ((count, window_s)), hls_segment_urls ("relative" |
-"absolute"), last_page_next_href ("null" | "absent"), retry_after_s, log_requests.
+"absolute"), stream_urls ("redirect" | "signed"), last_page_next_href ("null" | "absent"),
+retry_after_s, log_requests.
+Per track (Track fields): hls_init_maps, hls_byteranges, cdn_identity.
 Test controls: clock.advance(s), fail_next(route, status, kind=..., ...), faults,
 expire_tokens(), rotate_url_key(), issue_token(), reset_counters(), request_log.
 """
@@ -19,10 +21,12 @@ from .catalog import Catalog, Track, User
 from .content import HLS_SEGMENT_LEN, track_bytes, track_sha256
 from .demo import demo_catalog
 from .faults import Fault, FaultPlan
+from .hls import HLS_INIT_LEN
 from .renditions import hls_bytes, hls_sha256, hls_size, original_sha256, preview_sha256
 from .simulator import Simulator
 
 __all__ = [
+    "HLS_INIT_LEN",
     "HLS_SEGMENT_LEN",
     "Catalog",
     "Fault",

@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate-limit-shape", choices=["errors", "spam"], default="errors")
     parser.add_argument("--play-budget", type=int, default=15_000, help="plays per window")
     parser.add_argument("--hls-segment-urls", choices=["relative", "absolute"], default="relative")
+    parser.add_argument("--stream-urls", choices=["redirect", "signed"], default="redirect",
+                        help="/streams gives API URLs that redirect, or signed CDN URLs")
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     args = parser.parse_args(argv)
     if not args.host.startswith("127."):
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         rate_limit_429_shape=args.rate_limit_shape,
         play_budget=args.play_budget,
         hls_segment_urls=args.hls_segment_urls,
+        stream_urls=args.stream_urls,
         log_requests=not args.quiet,
     )
     done = threading.Event()

@@ -29,6 +29,14 @@ class Track:
     320 kbit/s original; `hls_size` (bytes of the 160 kbit/s HLS rendition) follows the duration.
     `access` is "playable", "preview" (no original, no HLS) or "blocked" (hidden by default).
     `extra` holds further API fields to emit verbatim (genre, bpm, ...).
+
+    HLS layout (see hls.py): `hls_init_maps` > 0 makes the renditions fMP4 with that many
+    `EXT-X-MAP` init sections (one before the first segment, the others mid-playlist), and
+    `hls_byteranges` serves every segment and init section as a byte range of one file per
+    rendition (`EXT-X-BYTERANGE`, `BYTERANGE=`). Either way the rendition's bytes are the same
+    stream (`hls_bytes`): the playlist only cuts it differently.
+    `cdn_identity=False`: the CDN answers the original (GET and HEAD) without `ETag` and without
+    `Content-Length` (GET bodies are chunked) and ignores `Range`.
     """
 
     id: int
@@ -44,6 +52,9 @@ class Track:
     genre: str = ""
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    hls_init_maps: int = 0
+    hls_byteranges: bool = False
+    cdn_identity: bool = True
 
     def __post_init__(self) -> None:
         if self.created_at is None:
@@ -55,6 +66,8 @@ class Track:
             self.hls_size = max(1, self.duration_ms * 20)  # 20 bytes/ms = 160 kbit/s
         if self.access not in ("playable", "preview", "blocked"):
             raise ValueError(f"track {self.id}: access must be playable|preview|blocked")
+        if self.hls_init_maps < 0:
+            raise ValueError(f"track {self.id}: hls_init_maps must be >= 0")
 
     @property
     def urn(self) -> str:

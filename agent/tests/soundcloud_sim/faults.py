@@ -6,9 +6,13 @@ Kinds:
 - "reset": send headers and `after_bytes` of the body, then reset the connection (TCP RST).
 - "truncate": send headers (full Content-Length) and `after_bytes`, then close cleanly.
 - "stall": send `after_bytes`, pause `stall_s` seconds, then finish the body normally.
+- "expire": move the simulator's clock forward by `advance_s` (None: the signed-URL lifetime plus
+  one second) before handling the request, so its signed URL, and every one issued as long ago,
+  has expired (a CDN route then answers 403): a slow transfer without the wait.
 
 Route names: token, resolve, user, tracks_page, track, download, streams, hls, preview,
-cdn (original file), cdn_playlist, cdn_segment, cdn_preview, or "*" for any.
+cdn (original file), cdn_playlist, cdn_segment (an HLS media segment, or the one file of a
+byte-range rendition), cdn_init (an EXT-X-MAP init section), cdn_preview, or "*" for any.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-KINDS = ("status", "reset", "truncate", "stall")
+KINDS = ("status", "reset", "truncate", "stall", "expire")
 
 
 @dataclass
@@ -31,6 +35,7 @@ class Fault:
     stall_s: float = 30.0
     shape: str | None = None  # 429 body shape ("errors" | "spam"); None = the simulator's
     retry_after_s: int | None = None  # adds a Retry-After header to status faults
+    advance_s: float | None = None  # "expire": clock step; None = url_ttl_s + 1
     fired: int = 0
 
     def __post_init__(self) -> None:

@@ -21,14 +21,12 @@ from .catalog import Track
 from .content import (
     HLS_PRESETS,
     hls_seed,
-    hls_segment_count,
-    hls_segment_range,
     original_seed,
     preview_seed,
     stream_views,
 )
 from .faults import Fault
-from .hls import playlist_text
+from .hls import file_name, piece_named, playlist_text
 from .renditions import hls_size, preview_size
 
 if TYPE_CHECKING:
@@ -67,8 +65,17 @@ ROUTES: list[tuple[frozenset[str], re.Pattern[str], str, str]] = [
     ),
     (
         frozenset({"GET", "HEAD"}),
-        re.compile(r"/cdn/hls/(?P<preset>[a-z0-9_]+)/(?P<key>\d+)/(?P<index>\d+)\.aac"),
+        re.compile(
+            r"/cdn/hls/(?P<preset>[a-z0-9_]+)/(?P<key>\d+)/"
+            r"(?P<name>\d+\.(?:aac|m4s)|media\.(?:aac|mp4))"
+        ),
         "cdn_segment",
+        "_cdn_segment",
+    ),
+    (
+        frozenset({"GET", "HEAD"}),
+        re.compile(r"/cdn/hls/(?P<preset>[a-z0-9_]+)/(?P<key>\d+)/(?P<name>init-\d+\.mp4)"),
+        "cdn_init",
         "_cdn_segment",
     ),
     (
@@ -145,6 +152,11 @@ class SimHandler(BaseHTTPRequestHandler):
                 if self.fault.kind == "status":
                     self._send_fault_status(self.fault)
                     return
+                if self.fault.kind == "expire":
+                    # Time passes before this request: its signed URL (and every URL issued
+                    # as long ago) has expired by the time the CDN checks it.
+                    advance = self.fault.advance_s
+                    self.sim.clock.advance(self.sim.url_ttl_s + 1 if advance is None else advance)
             getattr(self, method_name)(**match.groupdict())
             return
         self._send_json(404, render.error_json(404))
@@ -340,14 +352,24 @@ class SimHandler(BaseHTTPRequestHandler):
         track = found[1]
         base = f"{self.sim.base_url}/tracks/{quote(track.urn, safe=':')}/streams"
         hls_allowed = track.access == "playable"
+        signed = self.sim.stream_urls == "signed"
+
+        def hls_url(preset: str) -> str | None:
+            if not hls_allowed:
+                return None
+            if signed:  # the CDN playlist itself, signed (it expires like a segment)
+                return self.sim.signed_url(f"/cdn/hls/{preset}/{track.id}/playlist.m3u8")
+            return f"{base}/{stream_uuid(track.id, preset)}/hls"
+
+        preview = (
+            self.sim.signed_url(f"/cdn/preview/{track.id}.mp3")
+            if signed
+            else f"{base}/{stream_uuid(track.id, 'preview_mp3_128')}/preview"
+        )
         body = {
-            "hls_aac_160_url": (
-                f"{base}/{stream_uuid(track.id, 'hls_aac_160')}/hls" if hls_allowed else None
-            ),
-            "hls_aac_96_url": (
-                f"{base}/{stream_uuid(track.id, 'hls_aac_96')}/hls" if hls_allowed else None
-            ),
-            "preview_mp3_128_url": f"{base}/{stream_uuid(track.id, 'preview_mp3_128')}/preview",
+            "hls_aac_160_url": hls_url("hls_aac_160"),
+            "hls_aac_96_url": hls_url("hls_aac_96"),
+            "preview_mp3_128_url": preview,
         }
         self._send_json(200, body)
 
@@ -398,7 +420,7 @@ class SimHandler(BaseHTTPRequestHandler):
         track = self._cdn_track(key)
         if track is not None:
             seed = original_seed(track.id, track.revision)
-            self._serve_object(seed, track.size, track.content_type, track)
+            self._serve_object(seed, track.size, track.content_type, track, track.cdn_identity)
 
     def _cdn_preview(self, key: str) -> None:
         track = self._cdn_track(key)
@@ -414,31 +436,52 @@ class SimHandler(BaseHTTPRequestHandler):
             self._send_bytes(404, b"Not Found\n", "text/plain")
             return
         folder = f"/cdn/hls/{preset}/{track.id}"
+        signed_once: dict[str, str] = {}
 
-        def segment_uri(index: int) -> str:
-            signed = self.sim.signed_url(f"{folder}/{index}.aac")
+        def segment_uri(name: str) -> str:
+            if name not in signed_once:  # a byte-range file is signed once per playlist
+                signed_once[name] = self.sim.signed_url(f"{folder}/{name}")
+            signed = signed_once[name]
             return signed if self.sim.hls_segment_urls == "absolute" else signed.rsplit("/", 1)[1]
 
         text = playlist_text(track, preset, segment_uri)
         self._send_bytes(200, text.encode(), "application/vnd.apple.mpegurl")
 
-    def _cdn_segment(self, key: str, preset: str, index: str) -> None:
+    def _cdn_segment(self, key: str, preset: str, name: str) -> None:
+        """A media segment or an init section; or, for a byte-range rendition, its one file."""
         track = self._cdn_track(key)
         if track is None:
             return
-        size = hls_size(track, preset) if preset in HLS_PRESETS else 0
-        if not size or int(index) >= hls_segment_count(size):
+        if preset not in HLS_PRESETS:
             self._send_bytes(404, b"Not Found\n", "text/plain")
             return
-        start, end = hls_segment_range(size, int(index))
+        size = hls_size(track, preset)
         seed = hls_seed(track.id, preset, track.revision)
-        views = stream_views(seed, size, start, end)
-        self._serve_views(200, {"Content-Type": "audio/aac"}, views, end - start)
+        content_type = "audio/mp4" if track.hls_init_maps else "audio/aac"
+        if track.hls_byteranges and name == file_name(track):
+            self._serve_object(seed, size, content_type, track)
+            return
+        piece = piece_named(track, preset, name)
+        if piece is None:
+            self._send_bytes(404, b"Not Found\n", "text/plain")
+            return
+        views = stream_views(seed, size, piece.start, piece.end)
+        self._serve_views(200, {"Content-Type": content_type}, views, piece.length)
 
-    def _serve_object(self, seed: str, size: int, content_type: str, track: Track) -> None:
-        """A progressive file with ETag, Last-Modified and (when enabled) Range/If-Range."""
-        etag = '"' + hashlib.sha1(f"{seed}:{size}".encode(), usedforsecurity=False).hexdigest() + '"'
+    def _serve_object(
+        self, seed: str, size: int, content_type: str, track: Track, identity: bool = True
+    ) -> None:
+        """A progressive file with ETag, Last-Modified and (when enabled) Range/If-Range.
+
+        Without `identity` the file has no ETag and no Content-Length (a GET body is chunked)
+        and Range is ignored: nothing tells a client what it would resume.
+        """
         last_modified = formatdate(track.created_at.timestamp(), usegmt=True)
+        if not identity:
+            headers = {"Content-Type": content_type, "Last-Modified": last_modified}
+            self._serve_views(200, headers, stream_views(seed, size), None)
+            return
+        etag = '"' + hashlib.sha1(f"{seed}:{size}".encode(), usedforsecurity=False).hexdigest() + '"'
         headers = {"Content-Type": content_type, "ETag": etag, "Last-Modified": last_modified}
         if self.sim.range_supported:
             headers["Accept-Ranges"] = "bytes"
@@ -529,13 +572,21 @@ class SimHandler(BaseHTTPRequestHandler):
         self._serve_views(status, all_headers, [memoryview(payload)], len(payload))
 
     def _serve_views(
-        self, status: int, headers: dict[str, str], views: Iterable[memoryview], length: int
+        self,
+        status: int,
+        headers: dict[str, str],
+        views: Iterable[memoryview],
+        length: int | None,
     ) -> None:
-        """Send status, headers and `length` body bytes (none for HEAD), applying body faults."""
+        """Send status, headers and `length` body bytes (none for HEAD), applying body faults.
+        `length` None: no Content-Length; a GET body goes out with chunked transfer coding."""
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(length))
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        elif self.command != "HEAD":
+            self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         if self.command == "HEAD" or length == 0:
             return
@@ -543,7 +594,7 @@ class SimHandler(BaseHTTPRequestHandler):
         if cdn:
             self.sim.counters.set_max("cdn_inflight_max", self.sim.counters.incr("cdn_inflight"))
         try:
-            self._write_views(views, cdn)
+            self._write_views(views, cdn, chunked=length is None)
         except OSError:
             # client went away (broken pipe, reset, write timeout): nothing left to answer
             self.sim.counters.incr("client_aborts")
@@ -552,8 +603,9 @@ class SimHandler(BaseHTTPRequestHandler):
             if cdn:
                 self.sim.counters.incr("cdn_inflight", -1)
 
-    def _write_views(self, views: Iterable[memoryview], cdn: bool) -> None:
-        fault = self.fault if self.fault and self.fault.kind != "status" else None
+    def _write_views(self, views: Iterable[memoryview], cdn: bool, chunked: bool = False) -> None:
+        body_fault = self.fault and self.fault.kind in ("reset", "truncate", "stall")
+        fault = self.fault if body_fault else None
         sent = 0
         for view in _split_at(views, fault.after_bytes if fault else None):
             if fault is not None and sent == fault.after_bytes:
@@ -565,10 +617,16 @@ class SimHandler(BaseHTTPRequestHandler):
                     return
                 self.sim.stopping.wait(fault.stall_s)
                 fault = None
+            if chunked:
+                self.wfile.write(b"%x\r\n" % len(view))
             self.wfile.write(view)
+            if chunked:
+                self.wfile.write(b"\r\n")
             sent += len(view)
             if cdn:
                 self.sim.counters.incr("cdn_bytes", len(view))
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
 
     def _reset_connection(self) -> None:
         """Abort with a TCP RST (SO_LINGER 0), as a crashed CDN edge would."""
@@ -579,7 +637,9 @@ class SimHandler(BaseHTTPRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         status = int(code) if str(code).isdigit() else 0
-        self.sim.record(self.command, self.path, status, self.route)
+        headers = getattr(self, "headers", None)
+        wanted = headers.get("Range") if headers is not None else None
+        self.sim.record(self.command, self.path, status, self.route, wanted)
         if status >= 400:
             self.sim.counters.incr(f"http_{status}")
 

@@ -78,6 +78,7 @@ class Simulator:
         token_limit_app: tuple[int, float] = (50, 12 * 3600),
         token_limit_ip: tuple[int, float] = (30, 3600),
         hls_segment_urls: str = "relative",
+        stream_urls: str = "redirect",
         last_page_next_href: str = "null",
         retry_after_s: int | None = None,
         log_requests: bool = False,
@@ -86,6 +87,8 @@ class Simulator:
             raise ValueError(f"rate_limit_429_shape must be one of {RATE_LIMIT_SHAPES}")
         if hls_segment_urls not in ("relative", "absolute"):
             raise ValueError("hls_segment_urls must be relative or absolute")
+        if stream_urls not in ("redirect", "signed"):
+            raise ValueError("stream_urls must be redirect or signed")
         if last_page_next_href not in ("null", "absent"):
             raise ValueError("last_page_next_href must be null or absent")
         self.catalog = catalog
@@ -97,6 +100,7 @@ class Simulator:
         self.page_size_max = page_size_max
         self.rate_limit_429_shape = rate_limit_429_shape
         self.hls_segment_urls = hls_segment_urls
+        self.stream_urls = stream_urls
         self.last_page_next_href = last_page_next_href
         self.retry_after_s = retry_after_s
         self.log_requests = log_requests
@@ -182,10 +186,19 @@ class Simulator:
         """Every signed CDN URL issued so far answers 403 from now on."""
         self.signer.rotate()
 
-    def record(self, method: str, path: str, status: int, route: str) -> None:
+    def record(
+        self, method: str, path: str, status: int, route: str, range_header: str | None = None
+    ) -> None:
         """Called once per response: keeps the request log and prints it when asked to."""
         self.request_log.append(
-            {"method": method, "path": path, "status": status, "route": route, "at": time.time()}
+            {
+                "method": method,
+                "path": path,
+                "status": status,
+                "route": route,
+                "range": range_header,
+                "at": time.time(),
+            }
         )
         if self.log_requests:
             shown = path.split("?Policy=")[0]  # signatures are long and say nothing
