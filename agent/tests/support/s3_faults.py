@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
@@ -22,8 +23,11 @@ ERROR_BODY = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</
 class S3Fault:
     """Answer ``status``/``code`` to requests whose method is ``method``, whose query contains
     ``query`` (``partNumber`` = UploadPart, ``uploads`` = CreateMultipartUpload) and whose path
-    contains ``path`` (e.g. ``catalog.json``), after letting ``skip`` of them through, ``times``
-    times."""
+    contains ``path`` (e.g. ``catalog.json``) — and, if given, for which ``where(method, path,
+    query)`` is true — after letting ``skip`` of them through, ``times`` times.
+
+    ``lose_answer``: the request reaches S3 (a write is done) and only its answer is replaced by
+    the error, as when a connection drops after S3 acted: the worst moment for a write."""
 
     method: str
     query: str
@@ -33,6 +37,8 @@ class S3Fault:
     times: int = 1
     fired: int = 0
     path: str = ""
+    where: Callable[[str, str, str], bool] | None = None
+    lose_answer: bool = False
 
 
 class S3FaultProxy:
@@ -50,6 +56,8 @@ class S3FaultProxy:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
+        # A client that drops a connection (the agent exiting mid-retry) is not the test's news.
+        self._server.handle_error = lambda request, client_address: None
         self.endpoint_url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def add(self, fault: S3Fault) -> S3Fault:
@@ -62,7 +70,9 @@ class S3FaultProxy:
             self.requests += 1
             for fault in self.faults:
                 if (fault.method != method or fault.query not in split.query
-                        or fault.path not in unquote(split.path) or fault.fired >= fault.times):
+                        or fault.path not in unquote(split.path) or fault.fired >= fault.times
+                        or (fault.where and not fault.where(method, unquote(split.path),
+                                                            split.query))):
                     continue
                 if fault.skip:
                     fault.skip -= 1
@@ -88,14 +98,8 @@ class S3FaultProxy:
                 arrived = time.time()
                 split = urlsplit(self.path)
                 fault = proxy._take(self.command, split)
-                if fault is not None:
-                    proxy._record(self.command, split, fault.status, arrived)
-                    data = ERROR_BODY.format(code=fault.code).encode()
-                    self.send_response(fault.status)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
+                if fault is not None and not fault.lose_answer:
+                    self._refuse(fault, split, arrived)
                     return
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=120)
                 try:
@@ -104,6 +108,9 @@ class S3FaultProxy:
                     data = answer.read()
                 finally:
                     conn.close()
+                if fault is not None:  # S3 acted; its answer is lost on the way back
+                    self._refuse(fault, split, arrived)
+                    return
                 proxy._record(self.command, split, answer.status, arrived)
                 self.send_response(answer.status)
                 dropped = ("transfer-encoding", "connection") if self.command == "HEAD" else (
@@ -116,6 +123,15 @@ class S3FaultProxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
+
+            def _refuse(self, fault: S3Fault, split, arrived: float) -> None:
+                proxy._record(self.command, split, fault.status, arrived)
+                data = ERROR_BODY.format(code=fault.code).encode()
+                self.send_response(fault.status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
