@@ -15,6 +15,7 @@ import pytest
 from sys_moto import NEWEST_DEBIAN_12_ARM64_AMI, Moto, moto_server
 from sys_paths import REPO, VENV_BIN
 from sys_playbook import PlaybookRun
+from test_bucket_policy import render_policies
 
 PRODUCTION_INVENTORY = str(REPO / "inventory" / "production")
 BUCKET = "sc2s3-archive-test"
@@ -72,7 +73,8 @@ def test_first_run_creates_the_fleet(first_run):
 
 
 @pytest.mark.timeout(60, func_only=True)
-def test_bucket_is_versioned_encrypted_private_and_tls_only(moto, first_run):
+def test_bucket_is_versioned_encrypted_private_tls_only_and_never_overwritten(
+        moto, first_run, tmp_path):
     s3 = moto.client("s3")
     assert s3.get_bucket_versioning(Bucket=BUCKET)["Status"] == "Enabled"
     rules = s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]["Rules"]
@@ -83,14 +85,18 @@ def test_bucket_is_versioned_encrypted_private_and_tls_only(moto, first_run):
     ownership = s3.get_bucket_ownership_controls(Bucket=BUCKET)["OwnershipControls"]["Rules"]
     assert ownership == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     policy = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])
-    assert policy["Statement"] == [{
+    assert policy["Statement"][0] == {
         "Sid": "DenyInsecureTransport",
         "Effect": "Deny",
         "Principal": "*",
         "Action": "s3:*",
         "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"],
         "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-    }]
+    }
+    # The conditional-write statements: the very document tests/test_bucket_policy.py evaluates.
+    assert [s["Sid"] for s in policy["Statement"]] == [
+        "DenyInsecureTransport", "DenyArchiveOverwrite", "DenyUnconditionalBookkeepingWrite"]
+    assert policy == render_policies(tmp_path, INPUTS)["bucket"]
     # Object Lock only when asked for (tests/test_provision_policy.py turns it on).
     with pytest.raises(s3.exceptions.ClientError, match="ObjectLockConfigurationNotFound"):
         s3.get_object_lock_configuration(Bucket=BUCKET)

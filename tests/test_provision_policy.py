@@ -7,7 +7,9 @@ operators other than StringEquals are not evaluated (the s3:prefix condition on 
 checked as a document in test_provision.py instead), HeadBucket is authorized as a
 non-existent s3:HeadBucket action rather than s3:ListBucket, and a bucket policy's conditions
 are ignored, so the TLS-only Deny would refuse every loopback HTTP request: the test reads that
-policy back and removes it before switching enforcement on.
+policy back and removes it before switching enforcement on. Its conditional-write Denies (archive
+objects only with If-None-Match, catalogs and fleet state only with If-Match or If-None-Match)
+are evaluated in tests/test_bucket_policy.py instead.
 """
 
 from __future__ import annotations

@@ -62,12 +62,20 @@ file's SHA-256 ("sha256"), the end-to-end check.
 Find:     aws s3 cp s3://BUCKET/PREFIX<user_urn>/catalog.json -
 Verify:   aws s3 cp s3://BUCKET/KEY - | sha256sum     (compare with the catalog's "sha256")
           aws s3api head-object --bucket BUCKET --key KEY --checksum-mode ENABLED
-Restore:  aws s3 cp s3://BUCKET/KEY ./file   (or: sc2s3 restore --account A --to DIR)
+Restore:  aws s3api get-object --bucket BUCKET --key KEY --version-id VERSION_ID ./file
+          KEY and VERSION_ID are a revision's "key" and "version_id" in the catalog: the very
+          version archived (leave --version-id out where "version_id" is null, in an
+          unversioned bucket). Or: sc2s3 restore --account A --to DIR
 
 No audio or track JSON is ever deleted or overwritten by sc2s3 (only README.txt, catalog.json,
 user.json and state/ are rewritten as they change): tracks deleted upstream are marked
 "deleted_upstream_at" in the catalog, a changed upstream file becomes a new revision r<n+1>,
 and an edit of a track's title or description a new metadata/m<k>.json.
+sc2s3 writes audio, track.json and metadata/m<k>.json only with If-None-Match: * (create,
+never replace). On a bucket provisioned by sc2s3 the bucket policy enforces it: it refuses such
+a write without that header from anyone, the bucket owner included. catalog.json and state/
+leases, uploads and plays.json are replaced only with If-Match on the ETag last read
+(If-None-Match: * when new), which that policy requires too.
 """
 
 
