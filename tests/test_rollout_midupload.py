@@ -25,6 +25,7 @@ from sys_paths import REPO, SANDBOX_INVENTORY, SANDBOX_VARS
 from sys_playbook import PlaybookRun, rollout_reports, run_playbook
 
 sys.path.insert(0, str(REPO / "agent" / "tests"))
+from sc2s3.mirror import PARTS_IN_FLIGHT_PER_TRACK
 from soundcloud_sim import Catalog, Fault, Simulator, Track, User, original_sha256
 
 MIB = 1 << 20
@@ -33,8 +34,9 @@ USER_ID = 77001
 TRACK = Track(id=9001, title="Long Session", size=96 * MIB, content_type="audio/wav")
 PART_MIB = 5
 CONCURRENCY = 1
-# With one track in flight the agent holds at most 2 part buffers (PartSlots = 2 x concurrency).
-PARTS_IN_FLIGHT = 2 * CONCURRENCY
+# Parts a resume may fetch again: the part buffers one track holds (concurrency, at most
+# PARTS_IN_FLIGHT_PER_TRACK) and one part finished behind a gap.
+PARTS_IN_FLIGHT = min(CONCURRENCY, PARTS_IN_FLIGHT_PER_TRACK) + 1
 # Bytes the simulator may have written into TCP buffers that the stopping agent never read.
 SOCKET_SLACK = 16 * MIB
 # The stall (mid-part, about half-way) outlasts the time the rollout takes to reach the drain

@@ -17,8 +17,10 @@ from support.ports import free_loopback_ports
 from test_resume import SOCKET_BUFFERS
 
 from sc2s3 import __version__
+from sc2s3.mirror import PARTS_IN_FLIGHT_PER_TRACK
 
 MIB = 1024 * 1024
+CONCURRENCY, PART_MIB = 2, 5  # conftest.write_config's defaults
 
 
 def get(url: str) -> tuple[int, str]:
@@ -135,9 +137,10 @@ def test_sigterm_parks_the_upload_and_the_next_start_resumes_it(make_agent, s3, 
         assert finished.returncode == 0, finished.stderr[-3000:]
         resent = sim.counters["cdn_bytes"] - sent_before
         assert "resuming a parked upload" in finished.stdout
-    # As in test_resume: the part buffers (concurrency 2), one part finished behind a gap, and what
-    # the loopback socket's buffers held (the simulator counts bytes as sent when they enter them).
-    in_flight = (2 + 1) * 5 * MIB + SOCKET_BUFFERS
+    # As in test_resume: the parts a lone track may hold (concurrency 2, at most
+    # PARTS_IN_FLIGHT_PER_TRACK), one part finished behind a gap, and what the loopback socket's
+    # buffers held (the simulator counts bytes as sent when they enter them).
+    in_flight = (min(CONCURRENCY, PARTS_IN_FLIGHT_PER_TRACK) + 1) * PART_MIB * MIB + SOCKET_BUFFERS
     assert resent <= big.size - sent_before + in_flight, (resent, sent_before)
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     key = "archive/soundcloud:users:3/soundcloud:tracks:31/r1/audio.mp3"
