@@ -46,7 +46,7 @@ from sc2s3.plays import FleetPlayBudget
 from sc2s3.resume import ResumeStore
 from soundcloud_sim import Catalog, Simulator, Track, User
 from support.ports import free_loopback_ports
-from support.s3_faults import S3FaultProxy
+from support.s3_faults import S3FaultProxy, object_operation
 from support.seaweedfs import SeaweedFS
 
 BUCKET = "sc2s3-policy-eval"
@@ -416,25 +416,8 @@ def classify(method: str, target: str, headers: dict[str, str]) -> Request:
         else:
             raise AssertionError(f"unexpected bucket request {method} {target}")
         return Request(operation, None, list_prefix=query.get("prefix", [None])[0])
-    if method == "PUT" and {"partNumber", "uploadId"} <= set(query):
-        operation = "UploadPartCopy" if copy else "UploadPart"
-    elif method == "PUT" and not query:
-        operation = "CopyObject" if copy else "PutObject"
-    elif method == "POST" and "uploads" in query:
-        operation = "CreateMultipartUpload"
-    elif method == "POST" and "uploadId" in query:
-        operation = "CompleteMultipartUpload"
-    elif method == "DELETE" and "uploadId" in query:
-        operation = "AbortMultipartUpload"
-    elif method == "DELETE" and not query:
-        operation = "DeleteObject"
-    elif method == "GET" and "uploadId" in query:
-        operation = "ListParts"
-    elif method in ("GET", "HEAD") and "versionId" in query:
-        operation = "GetObjectVersion"
-    elif method in ("GET", "HEAD") and set(query) <= {"partNumber"}:
-        operation = "GetObject" if method == "GET" else "HeadObject"
-    else:
+    operation = object_operation(method, query, copy)
+    if operation is None:
         raise AssertionError(f"unexpected object request {method} {target}")
     return Request(operation, key, if_none_match=headers.get("if-none-match"),
                    if_match=headers.get("if-match"))

@@ -17,15 +17,13 @@ from urllib.parse import parse_qs
 import pytest
 from conftest import CLIENT_ID, CLIENT_SECRET, Agent, write_config
 from soundcloud_sim import Catalog, Simulator, Track, User, original_sha256
-from support.s3_faults import S3Fault, S3FaultProxy
+from support.s3_faults import S3Fault, S3FaultProxy, object_operation
 from test_daemon import wait_for
 
 MIB = 1024 * 1024
 PART_SIZE_MIB = 5
 USER_URN = "soundcloud:users:7"
 WRITES = ("PUT", "POST", "DELETE")
-METHODS = {"CreateMultipartUpload": "POST", "CompleteMultipartUpload": "POST",
-           "DeleteObjects": "POST", "AbortMultipartUpload": "DELETE", "DeleteObject": "DELETE"}
 RUNS_TO_RECOVER = 4  # the faulted run, then runs after each failed track's retry time
 
 
@@ -42,18 +40,9 @@ def operation(method: str, path: str, query: str) -> str:
     ``UploadPart 2 archive/…/audio.mp3``: the same for the same write in every run."""
     params = parse_qs(query, keep_blank_values=True)
     key = path.lstrip("/").split("/", 1)[-1]
-    if method == "POST" and "uploads" in params:
-        name = "CreateMultipartUpload"
-    elif method == "PUT" and "partNumber" in params:
-        name = f"UploadPart {params['partNumber'][0]}"
-    elif method == "POST" and "uploadId" in params:
-        name = "CompleteMultipartUpload"
-    elif method == "DELETE" and "uploadId" in params:
-        name = "AbortMultipartUpload"
-    elif method == "POST" and "delete" in params:
-        name = "DeleteObjects"
-    else:
-        name = {"PUT": "PutObject", "DELETE": "DeleteObject"}.get(method, method)
+    name = object_operation(method, params) or f"{method} ?{query}"
+    if name == "UploadPart":
+        name += f" {params['partNumber'][0]}"
     return f"{name} {key}"
 
 
@@ -67,8 +56,10 @@ class Run:
         seaweed.create_bucket(self.bucket, versioning=True)
         self.env = {**env, "AWS_MAX_ATTEMPTS": "1"}
 
-    def mirror_until_done(self, fault: S3Fault | None) -> tuple[list[str], Simulator, list[int]]:
-        """Write operations in order, the simulator (for its counters) and each run's exit."""
+    def mirror_until_done(self, fault: S3Fault | None
+                          ) -> tuple[list[tuple[str, str]], Simulator, list[int]]:
+        """``(method, operation)`` of each write in order, the simulator (for its counters) and
+        each run's exit code."""
         catalog, _tracks = catalog_of_three()
         exits = []
         with S3FaultProxy(self.seaweed.endpoint_url) as proxy, Simulator(
@@ -86,8 +77,8 @@ class Run:
                 if finished.returncode == 0:
                     break
                 self._wait_for_retries()
-            writes = [operation(r["method"], r["path"], r["query"]) for r in proxy.log
-                      if r["method"] in WRITES]
+            writes = [(r["method"], operation(r["method"], r["path"], r["query"]))
+                      for r in proxy.log if r["method"] in WRITES]
         return writes, sim, exits
 
     def _wait_for_retries(self) -> None:
@@ -135,14 +126,14 @@ def test_every_s3_write_failing_once_never_duplicates_loses_or_wastes(
     writes, sim, exits = clean.mirror_until_done(None)
     assert exits == [0] and not clean.problems(s3, tracks, sim.counters["download"])
     seen: Counter = Counter()
-    positions = []  # (operation, its n-th occurrence in the run)
-    for op in writes:
+    positions = []  # (method, operation, its n-th occurrence in the run)
+    for method, op in writes:
         seen[op] += 1
-        positions.append((op, seen[op]))
+        positions.append((method, op, seen[op]))
     outcomes, failures, max_plays, not_reached = [], [], 0, []
     for mode in ("refused", "answer lost"):
-        for index, (op, occurrence) in enumerate(positions):
-            fault = S3Fault(METHODS.get(op.split(" ", 1)[0], "PUT"), "", 503, "SlowDown",
+        for index, (method, op, occurrence) in enumerate(positions):
+            fault = S3Fault(method, "", 503, "SlowDown",
                             skip=occurrence - 1, lose_answer=mode == "answer lost",
                             where=lambda m, p, q, op=op: operation(m, p, q) == op)
             run = Run(seaweed, agent_env, tmp_path / f"{mode.split()[0]}-{index}")

@@ -15,6 +15,31 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
+
+def object_operation(method: str, query: dict, copy: bool = False) -> str | None:
+    """The S3 API operation of a path-style request on an object key, from its method and parsed
+    query (``parse_qs``; ``copy``: an ``x-amz-copy-source`` header was sent); None if unknown."""
+    if method == "PUT" and {"partNumber", "uploadId"} <= set(query):
+        return "UploadPartCopy" if copy else "UploadPart"
+    if method == "PUT" and not query:
+        return "CopyObject" if copy else "PutObject"
+    if method == "POST" and "uploads" in query:
+        return "CreateMultipartUpload"
+    if method == "POST" and "uploadId" in query:
+        return "CompleteMultipartUpload"
+    if method == "DELETE" and "uploadId" in query:
+        return "AbortMultipartUpload"
+    if method == "DELETE" and not query:
+        return "DeleteObject"
+    if method == "GET" and "uploadId" in query:
+        return "ListParts"
+    if method in ("GET", "HEAD") and "versionId" in query:
+        return "GetObjectVersion"
+    if method in ("GET", "HEAD") and set(query) <= {"partNumber"}:
+        return "GetObject" if method == "GET" else "HeadObject"
+    return None
+
+
 ERROR_BODY = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>"
               "<Message>injected by the test proxy</Message></Error>")
 
