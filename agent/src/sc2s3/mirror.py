@@ -60,7 +60,7 @@ PARTS_IN_FLIGHT_PER_TRACK = 3
 SHORT_WAIT_S = 60.0
 
 
-_backoff = wait_exponential_jitter(initial=TRACK_RETRY_INITIAL_S, max=TRACK_RETRY_MAX_S)
+_backoff = wait_exponential_jitter(multiplier=TRACK_RETRY_INITIAL_S, max=TRACK_RETRY_MAX_S)
 
 
 @dataclass
