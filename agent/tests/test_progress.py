@@ -89,3 +89,17 @@ def test_terminal_mirror_of_a_hostile_title_does_not_crash(make_agent):
         code, text = run_on_terminal(make_agent(server), "mirror", "--once")
     assert code == 0, text[-2000:]
     assert HOSTILE_TITLE in ANSI_ESCAPE.sub("", text)
+
+
+def test_status_prints_upstream_error_texts_literally(sim, make_agent, tmp_path):
+    """Error texts in the last cycle and the failure ledger come from upstream answers: status
+    on a terminal prints them as they are, never as rich markup (which would crash it)."""
+    from sc2s3.status import write_last_cycle
+
+    agent = make_agent(sim)
+    assert agent.run("mirror", "--once").returncode == 0
+    hostile = f"band-one: SoundCloud answered {HOSTILE_TITLE}"
+    write_last_cycle(tmp_path / "state", {"result": "partial", "account_errors": [hostile]})
+    code, drawn = run_on_terminal(agent, "status")
+    assert code == 0, drawn[-2000:]
+    assert "[/x] hostile[bold][link=x]" in ANSI_ESCAPE.sub("", drawn).replace("\r\n", "")

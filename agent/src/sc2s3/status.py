@@ -78,7 +78,9 @@ def print_status(status: dict, console: Console | None = None) -> None:
                       str(account["deleted_upstream"]), account["updated_at"])
     console.print(table)
     cycle = status["last_cycle"]
-    console.print("last cycle: " + (json.dumps(cycle) if cycle else "none recorded on this host"))
+    # Error texts come from upstream answers: printed as they are, never read as rich markup.
+    console.print("last cycle: " + (json.dumps(cycle) if cycle else "none recorded on this host"),
+                  markup=False)
     _print_fleet(status["fleet"], console)
     budget = status["play_budget"]
     console.print(f"fleet play budget: {budget['used']} of {budget['limit']} used in the last "
@@ -86,7 +88,8 @@ def print_status(status: dict, console: Console | None = None) -> None:
                       f"; blocked by SoundCloud until {_when(budget['blocked_until'])}"
                       if budget["blocked_until"] else ""))
     for urn, failure in status["failing_tracks"].items():
-        console.print(f"failing: {urn} ({failure['failures']} cycles): {failure['last_error']}")
+        console.print(f"failing: {urn} ({failure['failures']} cycles): {failure['last_error']}",
+                      markup=False)
 
 
 def _when(epoch: float) -> str:
@@ -112,4 +115,4 @@ def _print_fleet(fleet: dict, console: Console) -> None:
                          "-" if row["age_s"] is None else f"{row['age_s']:.0f}")
     console.print(accounts)
     if fleet["unheld"]:
-        console.print("accounts without a holder: " + ", ".join(fleet["unheld"]))
+        console.print("accounts without a holder: " + ", ".join(fleet["unheld"]), markup=False)
