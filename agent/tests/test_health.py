@@ -101,6 +101,8 @@ def test_an_agent_whose_every_account_fails_is_degraded(sim, make_agent):
         failed = [r for r in health["degraded_reasons"] if r.startswith("account failed: ")]
         assert len(failed) == 2, health["degraded_reasons"]
         assert health["last_cycle"]["result"] == "partial"
+        # Nothing listed, every account failed: a health gate must not take this as proof.
+        assert health["proven"] is False
 
 
 def test_a_healthy_agent_is_proven_and_not_degraded(sim, make_agent):

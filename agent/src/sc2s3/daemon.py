@@ -60,7 +60,7 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
         if stop.is_set():
             return 0
         with Mirror(config, soundcloud, s3, fleet, stop=stop,
-                    on_account_written=state.mark_proven) as mirror:
+                    on_account_listed=state.mark_proven) as mirror:
             fleet.in_flight = lambda: mirror.in_flight
             fleet.start()
             while not stop.is_set():
@@ -76,7 +76,10 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
                 ACCOUNTS_HELD.set(fleet.held_count())
                 LIVE_HOSTS.set(fleet.live_hosts())
                 write_last_cycle(state_dir, summary)
-                if state.checks.get("soundcloud", "").startswith(UNAVAILABLE):
+                if (not summary["accounts"] and fleet.balanced.is_set()
+                        and not fleet.held_count()):
+                    state.mark_proven()  # its share of the fleet's accounts is none
+                if state.check("soundcloud") != CHECK_OK:
                     _check_soundcloud(soundcloud, state)
                 wake.wait(config.agent.poll_interval_s)
     finally:

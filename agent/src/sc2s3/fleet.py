@@ -92,6 +92,8 @@ class Fleet:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._heartbeats: dict[str, tuple[str, dict]] = {}
+        # Set once this member has balanced with the fleet: what it holds now is its share.
+        self.balanced = threading.Event()
 
     # -- what the mirror asks ------------------------------------------------------------------
 
@@ -190,6 +192,7 @@ class Fleet:
         self._renew_all()
         if self.member:
             self._balance()
+            self.balanced.set()
 
     def _renew_all(self) -> None:
         with self._lock:

@@ -10,8 +10,10 @@ the same shape otherwise; ``GET /metrics`` answers Prometheus text.
 SoundCloud trouble (an outage, 5xx, a 429, a spent play budget), failing tracks and failing
 accounts are ``degraded``: still 200, because they are the archive's problem to report, not a
 reason for a rolling update to roll back a good release. ``proven`` turns true once this process
-has listed an account and written to the archive, or finished a cycle: the health gate of a
-rolling update waits for it.
+has read an account's listing to its end (its startup checks wrote to the archive), or finished a
+cycle over its accounts in which no track and no account failed, or holds no account once it has
+balanced with the fleet (more hosts than accounts): the health gate of a rolling update waits for
+it.
 """
 
 from __future__ import annotations
@@ -44,8 +46,13 @@ class HealthState:
         self.play_budget: dict | None = None
         self.proven = False
 
+    def check(self, name: str) -> str | None:
+        """The outcome of check ``name`` (None before it ran)."""
+        with self._lock:
+            return self.checks.get(name)
+
     def mark_proven(self) -> None:
-        """This process has listed an account and written to the archive."""
+        """This process has listed an account (its startup checks wrote to the archive)."""
         with self._lock:
             self.proven = True
 
@@ -59,7 +66,13 @@ class HealthState:
         with self._lock:
             self.last_cycle = summary
             self.failing_tracks, self.play_budget = failing_tracks, play_budget
-            self.proven = self.proven or summary.get("result") != "error"
+            # A cycle proves the release unless it failed on its own account: the archive
+            # unreachable, tracks failing or accounts failing. SoundCloud being unavailable is
+            # not the release's doing, so it proves nothing against it.
+            self.proven = self.proven or (bool(summary.get("accounts"))
+                                          and summary.get("result") != "error"
+                                          and not summary.get("failed")
+                                          and not summary.get("account_errors"))
 
     def snapshot(self) -> tuple[bool, dict]:
         with self._lock:

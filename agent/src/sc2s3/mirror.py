@@ -85,6 +85,7 @@ class CycleResult:
     rate_limited: int = 0    # not started or not finished: play budget spent or HTTP 429
     handed_over: int = 0     # not started or not finished: the account went to another process
     bytes: int = 0
+    accounts: int = 0        # accounts this pass went over, whatever came of them
     planned: list[str] = field(default_factory=list)    # dry run: track URNs that would be mirrored
     account_errors: list[str] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)    # the archive (S3) could not be reached
@@ -106,7 +107,8 @@ class CycleResult:
             else "ok"
 
     def summary(self) -> dict:
-        return {"result": self.result, "mirrored": self.mirrored, "skipped": self.skipped,
+        return {"result": self.result, "accounts": self.accounts,
+                "mirrored": self.mirrored, "skipped": self.skipped,
                 "failed": self.failed, "deferred": self.deferred,
                 "rate_limited": self.rate_limited, "handed_over": self.handed_over,
                 "bytes": self.bytes, "account_errors": self.account_errors,
@@ -116,7 +118,9 @@ class CycleResult:
 
     @property
     def incomplete(self) -> bool:
-        """Some listed track is not archived for a temporary reason (``mirror --once``: 75)."""
+        """Something listed, or an account, was left for later for a temporary reason: S3 or
+        SoundCloud unavailable, plays blocked, an account held elsewhere or handed over
+        (``mirror --once``: 75)."""
         return bool(self.unreachable or self.upstream_unavailable or self.rate_limited
                     or self.handed_over or self.held_elsewhere)
 
@@ -135,6 +139,12 @@ class Archived:
     cdn_size: int | None
 
 
+def _unique(tracks: list[Track]) -> list[Track]:
+    """``tracks`` without a second listing of the same URN (one track, one job, one play)."""
+    seen: set[str] = set()
+    return [t for t in tracks if not (t.urn in seen or seen.add(t.urn))]
+
+
 class Mirror:
     """Mirrors accounts into the archive. Thread pools live as long as the object: use ``with``.
 
@@ -142,15 +152,16 @@ class Mirror:
         where it takes the leases of the accounts it mirrors (``mirror --once``).
     :param stop: an event that, once set, stops new tracks from starting and aborts transfers
         between parts (daemon shutdown).
-    :param on_account_written: called after an account is listed and its first write to the
-        archive succeeded (the daemon's proof, for the health gate, that this release works).
+    :param on_account_listed: called after an account's listing was read to its end and its
+        tracks parsed (the daemon's proof, for the health gate, that this release can list;
+        the startup self-checks proved it can write).
     """
 
     def __init__(self, config: Config, soundcloud: SoundCloudClient, s3, fleet: Fleet,
                  reporter: Reporter | None = None, stop: threading.Event | None = None,
-                 on_account_written: Callable[[], None] | None = None):
+                 on_account_listed: Callable[[], None] | None = None):
         self.config, self.soundcloud, self.s3, self.fleet = config, soundcloud, s3, fleet
-        self.on_account_written = on_account_written or (lambda: None)
+        self.on_account_listed = on_account_listed or (lambda: None)
         self.reporter = reporter or Reporter()
         self.stop = stop or threading.Event()
         self.layout = Layout(config.s3.prefix)
@@ -198,6 +209,7 @@ class Mirror:
         for account in accounts:
             if self.stop.is_set():
                 break
+            result.add(accounts=1)
             try:
                 if dry_run:
                     self._mirror_account(account, None, result, dry_run=True)
@@ -248,6 +260,9 @@ class Mirror:
             log.warning("listing ended early; mirroring what was listed", account=account,
                         listed=len(tracks), error=str(exc))
             listing_error = exc
+        tracks = _unique(tracks)
+        if listing_error is None and (tracks or not malformed):
+            self.on_account_listed()
         for error in malformed:
             log.error("track skipped: malformed in the listing", account=account, error=error)
         result.add(failed=len(malformed))
@@ -258,8 +273,8 @@ class Mirror:
         rechecks: list[Track] = []
         if not dry_run:
             self.upstream.record_metadata_edits(user, catalog, archived)
-            rechecks = self.upstream.due_rechecks(
-                catalog, [t for t in archived if t not in upgrades])
+            rechecks = [t for t in self.upstream.due_rechecks(
+                catalog, [t for t in archived if t not in upgrades]) if self.failures.due(t.urn)]
         todo = [t for t in missing if self.failures.due(t.urn)]
         result.add(skipped=len(tracks) - len(missing) - len(rechecks),
                    deferred=len(missing) - len(todo))
@@ -276,7 +291,6 @@ class Mirror:
             holder_id=self.fleet.holder.id, ttl_s=self.config.agent.lease_ttl_s))
         lease.fence()
         self.store.put_json(self.layout.user_json(user.urn), user.raw, overwrite=True)
-        self.on_account_written()
         self.soundcloud.budget.expect(len(todo) + len(rechecks))
         # Re-checks (a play each) take turns with new tracks, never a burst before them.
         jobs = [job for pair in zip_longest([(t, False) for t in todo],
@@ -326,13 +340,13 @@ class Mirror:
         if not self.fleet.keeps(current.account):
             result.add(handed_over=1)  # at a track boundary: the next holder starts it
             return
+        if recheck and not self._replaced_upstream(current, track):
+            result.add(skipped=1)  # unchanged, unknown, or no plays to spare for re-checks
+            return
         if not self._wait_for_plays():
             result.add(rate_limited=1)
             log.info("track deferred: no plays before the budget or a 429 allows",
                      track_urn=track.urn, **self.soundcloud.budget.snapshot())
-            return
-        if recheck and not self.upstream.replaced(current.catalog.tracks[track.urn], track):
-            result.add(skipped=1)
             return
         TRACKS_IN_FLIGHT.inc()
         with self._in_flight_lock:
@@ -372,6 +386,16 @@ class Mirror:
             TRACKS_IN_FLIGHT.dec()
             with self._in_flight_lock:
                 self.in_flight -= 1
+
+    def _replaced_upstream(self, current: AccountPass, track: Track) -> bool:
+        """Re-check ``track``'s archived original (:meth:`UpstreamChanges.replaced`); any failure
+        is logged and counts as unchanged: a re-check never stops the pass."""
+        try:
+            return self.upstream.replaced(current.catalog.tracks[track.urn], track)
+        except Exception as exc:
+            log.error("re-check of an archived original failed", track_urn=track.urn,
+                      error=str(exc), exc_info=not isinstance(exc, Sc2s3Error))
+            return False
 
     def _wait_for_plays(self) -> bool:
         """Wait out a rate limit or budget block that ends within :data:`SHORT_WAIT_S`; False

@@ -50,7 +50,7 @@ def retry_at(response: requests.Response, now: float | None = None) -> float:
         except ValueError:
             continue
     header = response.headers.get("Retry-After", "").strip()
-    if header.isdigit():
+    if header.isascii() and header.isdigit():
         candidates.append(now + int(header))
     elif header:
         with contextlib.suppress(TypeError, ValueError):

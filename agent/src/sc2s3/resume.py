@@ -67,7 +67,7 @@ class UploadState(BaseModel):
     part_size: int = Field(gt=0)
     checksum_algorithm: checksums.ChecksumAlgorithm = "SHA256"  # the default: states of sc2s3 0.2
     cdn_etag: str | None = None
-    cdn_size: int | None = None
+    cdn_size: int | None = None  # bytes of the whole original, when the CDN said
     parts: dict[int, PartRecord] = Field(default_factory=dict)
     # Read by sc2s3 0.2-0.3, which kept a lease per track here: keeping them filled keeps an older
     # agent off the track during a rolling update.
@@ -94,11 +94,6 @@ class UploadState(BaseModel):
     def offset(self) -> int:
         """Bytes of the source already in S3 as contiguous parts; the download resumes here."""
         return sum(part.size for part in self.contiguous())
-
-    @property
-    def complete(self) -> bool:
-        """Every byte of the file is in S3 (its size is known): only the completion is left."""
-        return self.cdn_size is not None and self.offset == self.cdn_size
 
 
 class ResumeStore:

@@ -303,7 +303,12 @@ class SoundCloudClient:
         return requests.compat.urljoin(url, location)
 
     def cdn_identity(self, track: Track) -> tuple[str | None, int | None]:
-        """``(ETag, Content-Length)`` of the original on the CDN, by HEAD (costs one play)."""
+        """``(ETag, Content-Length in bytes)`` of the original on the CDN, by HEAD (costs one
+        play); either is None when the CDN does not say.
+
+        :raises RateLimited: plays are blocked. :raises TemporaryError: the CDN or SoundCloud is
+            unreachable or failing. :raises UpstreamError: ``/download`` did not redirect.
+        """
         url = self.signed_download_url(track)
         try:
             response = self.session.head(url, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
@@ -312,7 +317,8 @@ class SoundCloudClient:
         if response.status_code != 200:
             raise TemporaryError(f"CDN answered HEAD with HTTP {response.status_code}")
         length = response.headers.get("Content-Length", "")
-        return response.headers.get("ETag"), int(length) if length.isdigit() else None
+        return response.headers.get("ETag"), \
+            int(length) if length.isascii() and length.isdigit() else None
 
     def hls_playlist_url(self, track: Track) -> tuple[str, str]:
         """``(preset, url)`` of the best HLS transcoding from ``/tracks/{urn}/streams`` (a play).
@@ -405,8 +411,8 @@ class HlsPart:
     segment (``duration`` in seconds), the whole resource at ``url`` or the sub-range
     ``byterange`` = ``(offset, length)`` of it.
 
-    ``shape`` is what stays the same when the playlist is fetched again (the URLs' signatures
-    change)."""
+    ``shape`` is what stays the same when the playlist is fetched again: everything but the
+    URLs' query strings, where the CDN's signatures are. ``byterange`` is in bytes."""
 
     url: str
     duration: float | None
@@ -414,8 +420,10 @@ class HlsPart:
     init: bool = False
 
     @property
-    def shape(self) -> tuple[bool, float | None, tuple[int, int] | None]:
-        return self.init, self.duration, self.byterange
+    def shape(self) -> tuple[str, bool, float | None, tuple[int, int] | None]:
+        resource = urlsplit(self.url)
+        return (f"{resource.scheme}://{resource.netloc}{resource.path}", self.init,
+                self.duration, self.byterange)
 
 
 def _absolute(absolute_uri: str | None, uri: str, base: str) -> str:

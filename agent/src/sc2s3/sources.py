@@ -137,6 +137,10 @@ class OriginalSource(Source):
             self._body = None
             return
         url = client.signed_download_url(track)
+        if not etag:
+            # Without an ETag for If-Range a same-size replacement of the file could be spliced
+            # onto the parts in S3: start over (offset 0; the caller restarts the upload).
+            resume_at = 0
         headers = {"Range": f"bytes={resume_at}-"} if resume_at else {}
         if resume_at and etag:
             headers["If-Range"] = etag
@@ -145,7 +149,7 @@ class OriginalSource(Source):
         self.content_type = self._response.headers.get("Content-Type", self.content_type)
         self.etag = self._response.headers.get("ETag")
         length = self._response.headers.get("Content-Length")
-        self.size = int(length) if length and length.isdigit() else None
+        self.size = int(length) if length and length.isascii() and length.isdigit() else None
         if self._response.status_code == 206:
             match = _CONTENT_RANGE.match(self._response.headers.get("Content-Range", ""))
             if not match or int(match[1]) != resume_at or (size and int(match[3]) != size):
@@ -201,7 +205,12 @@ class HlsSource(Source):
         self._client, self._track, self._session = client, track, client.session
         preset, self._playlist_url = client.hls_playlist_url(track)
         self.source = preset
-        self._parts: list[HlsPart] = client.hls_parts(self._playlist_url)
+        try:
+            self._parts: list[HlsPart] = client.hls_parts(self._playlist_url)
+        except SignedUrlRefused as exc:
+            # Signed a moment ago: not an expiry. Retrying would spend a /streams play each time.
+            raise UpstreamError(f"{track.urn}: the CDN refuses its HLS playlist even freshly "
+                                f"signed: {exc}") from exc
         self._next = 0  # index of the part being read, or opened next
         self._response: requests.Response | None = None
         self._remaining: int | None = None  # bytes of a byte-range part still to return

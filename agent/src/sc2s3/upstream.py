@@ -33,7 +33,11 @@ RECHECK_SHARE = 20
 
 
 def _epoch(stamp: str) -> float:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    """Epoch seconds of a catalog time stamp; 0 (long due) for one that is not ours."""
+    try:
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
 
 
 class UpstreamChanges:
@@ -115,16 +119,19 @@ class UpstreamChanges:
             log.warning("re-check of an archived original failed", track_urn=track.urn,
                         error=str(exc))
             return False
-        entry.checked_at = utc_now()
         if etag is None and size is None:
+            entry.checked_at = utc_now()
             log.warning("re-check inconclusive: the CDN named neither ETag nor Content-Length",
                         track_urn=track.urn)
             return False
         changed = (size is not None and size != latest.size) \
             or bool(latest.cdn_etag and etag and etag != latest.cdn_etag)
         if changed:
+            # checked_at stays: until the new revision is recorded, the re-check stays due.
             log.info("original replaced upstream; archiving it as a new revision",
                      track_urn=track.urn, size=size, archived_size=latest.size)
-        elif latest.cdn_etag is None:
+            return True
+        entry.checked_at = utc_now()
+        if latest.cdn_etag is None:
             latest.cdn_etag = etag  # archived before identities were kept: remember it now
-        return changed
+        return False
