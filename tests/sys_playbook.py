@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -72,8 +73,14 @@ def run_playbook(*args: str, timeout_s: float = 600, roles_path: Path | None = N
 
 
 def rollout_reports(output: str) -> list[list[str]]:
-    """The rollout reports of a run, in order (one per batch): lists of per-host lines."""
+    """The rollout reports of a run, in order (one per batch): lists of per-host lines.
+
+    Each report is the debug task's result, a JSON object printed over several lines and closed
+    by a "}" at the start of a line; its lines may contain brackets and quotes of their own.
+    """
     reports = []
-    for block in re.finditer(r'TASK \[Rollout report\].*?"msg": \[(.*?)\]', output, re.DOTALL):
-        reports.append(re.findall(r'^\s*"(.*)",?$', block.group(1), re.MULTILINE))
+    for task in re.finditer(r"^TASK \[Rollout report\]", output, re.MULTILINE):
+        result = re.compile(r"=> (\{\n.*?\n\})$", re.MULTILINE | re.DOTALL).search(output, task.end())
+        if result:
+            reports.append(json.loads(result.group(1))["msg"])
     return reports

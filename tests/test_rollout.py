@@ -2,8 +2,12 @@
 and playbooks/rollback.yml.
 
 The tests run in file order and share the fleet: v1 everywhere, a good rollout to v2 in batches,
-a no-op second run, a manual rollback to v1, then two bad releases (one crashes at start, one
-never becomes healthy) that must each roll the first batch back to v1 and stop there.
+a no-op second run, a manual rollback to v1, then bad releases (one crashes at start, one
+never becomes healthy, one is healthy but never proves itself) that must each roll the first
+batch back to v1 and stop there.
+
+The health gate's verdicts on their own (proven, degraded, a missing "proven" field) are tested at
+the end against a fake /healthz on the controller, without the sandbox.
 """
 
 from __future__ import annotations
@@ -11,18 +15,25 @@ from __future__ import annotations
 import json
 import tarfile
 import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from sys_hosts import ssh, ssh_ok
 from sys_paths import SANDBOX_INVENTORY, SANDBOX_VARS, TEST_HOSTS
 from sys_playbook import PlaybookRun, rollout_reports, run_playbook
-from sys_releases import NEW_AGENT_KEY, build_wheelhouse
+from sys_releases import NEW_AGENT_KEY, AgentRelease, build_wheelhouse, make_release
 
 HOSTS = sorted(TEST_HOSTS)
 PLAY_TIMEOUT_S = 420
-# Short for the never-healthy release so the test does not idle; the default is 60 s.
+# Short for the never-healthy release so the test does not idle; the default is 120 s.
 BAD_HEALTH_TIMEOUT_S = 20
+# After a play, an agent's /healthz settles within this (a restarted agent is "starting" first).
+HEALTH_SETTLE_S = 60
 
 
 def rollout(releases, name: str, *extra: str) -> PlaybookRun:
@@ -70,6 +81,22 @@ def health(host: str) -> dict:
     return json.loads(proc.stdout)
 
 
+def settled_health(host: str, version: str) -> dict:
+    """/healthz once it reports "ok" for `version`, or its last answer after HEALTH_SETTLE_S
+    (no answer at all counts as not settled yet)."""
+    deadline = time.monotonic() + HEALTH_SETTLE_S
+    while True:
+        try:
+            body = health(host)
+        except AssertionError as error:
+            body = {"error": str(error)}
+        if (body.get("status"), body.get("version")) == ("ok", version):
+            return body
+        if time.monotonic() >= deadline:
+            return body
+        time.sleep(1)
+
+
 def current_release(host: str) -> str:
     return ssh_ok(host, "readlink /opt/sc2s3/current")
 
@@ -104,8 +131,8 @@ def lifecycle(host: str) -> list[tuple[str, str | None]]:
 def assert_fleet_on(version: str) -> None:
     for host in HOSTS:
         assert current_release(host) == f"releases/{version}", host
-        body = health(host)
-        assert (body["status"], body["version"]) == ("ok", version), (host, body)
+        body = settled_health(host, version)
+        assert (body.get("status"), body.get("version")) == ("ok", version), (host, body)
 
 
 @pytest.fixture(scope="module")
@@ -204,10 +231,38 @@ def test_hosts_deployed_before_configs_moved_into_releases_keep_their_config(fle
         assert config_in_force(host) == (f"/opt/sc2s3/releases/{v1}/config.toml", False), host
 
 
+# Appended to a copy of the agent's health module: the release answers like a healthy one (200
+# "ok") but never proves itself, whatever the agent's own "proven" says.
+NEVER_PROVEN = """
+
+# Test release only (tests/test_rollout.py): healthy, never proven.
+_snapshot_as_built = HealthState.snapshot
+
+
+def _never_proven(self):
+    healthy, body = _snapshot_as_built(self)
+    return healthy, {**body, "proven": False}
+
+
+HealthState.snapshot = _never_proven
+"""
+
+
+@pytest.fixture(scope="module")
+def unproven_release(tmp_path_factory) -> AgentRelease:
+    """A release whose /healthz says 200 "ok" with its version but "proven": false forever."""
+    release = make_release(tmp_path_factory.mktemp("unproven"), "90.3.0+unproven")
+    module = release.source_dir / "src" / "sc2s3" / "health.py"
+    assert "class HealthState" in module.read_text(), module
+    with module.open("a") as out:
+        out.write(NEVER_PROVEN)
+    return release
+
+
 @pytest.mark.timeout(PLAY_TIMEOUT_S + 60, func_only=True)
-@pytest.mark.parametrize("bad", ["crash", "unhealthy"])
-def test_bad_release_rolls_the_first_batch_back_and_stops(fleet_on_v1, bad):
-    releases = fleet_on_v1
+@pytest.mark.parametrize("bad", ["crash", "unhealthy", "unproven"])
+def test_bad_release_rolls_the_first_batch_back_and_stops(fleet_on_v1, unproven_release, bad):
+    releases = {**fleet_on_v1, "unproven": unproven_release}
     v1, bad_version = releases["v1"].version, releases[bad].version
     if any(current_release(host) != f"releases/{v1}" for host in HOSTS):
         assert rollout(releases, "v1", "-e", '{"sc2s3_serial": ["100%"]}').rc == 0
@@ -232,7 +287,11 @@ def test_bad_release_rolls_the_first_batch_back_and_stops(fleet_on_v1, bad):
     if bad == "crash":
         assert "spawn error" in failed["task"], failed
     else:
-        assert failed["task"].startswith("Wait for /healthz"), failed
+        # The gate names its reason: 503 "unhealthy", or ok but never proven.
+        assert failed["task"].startswith("Check the health gate's verdict: /healthz at"), failed
+        reason = '503 "unhealthy"' if bad == "unhealthy" else "has not proven itself"
+        assert reason in failed["task"], failed
+        assert reason in report[0], report
     # The failed release is gone from th1 and was never installed on the other hosts.
     for host in HOSTS:
         assert ssh(host, f"test -e /opt/sc2s3/releases/{bad_version}").returncode == 1, host
@@ -293,3 +352,125 @@ def test_a_wheel_changed_on_the_way_fails_the_install_and_stops_the_rollout(flee
     assert {host: agent_pid(host) for host in HOSTS} == pids
     marker = f"/opt/sc2s3/releases/{tampered.version}/.sc2s3-release-complete"
     assert ssh("th1", f"test -e {marker}").returncode == 1
+
+
+# --- The health gate on its own: roles/sc2s3_agent/tasks/health.yml on the controller, against
+# a fake /healthz on a loopback port. No sandbox.
+
+GATE_VERSION = "90.9.0"
+GATE_TIMEOUT_S = 6
+# Seconds since the fake endpoint started -> (HTTP status, JSON body).
+Answers = Callable[[float], tuple[int, dict]]
+GATE_PLAYBOOK = """\
+- name: Health gate against a fake /healthz
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  tasks:
+    - name: Run the role's health gate
+      ansible.builtin.include_role:
+        name: sc2s3_agent
+        tasks_from: health.yml
+"""
+
+
+@contextmanager
+def fake_healthz(answers: Answers) -> Iterator[str]:
+    """Serve /healthz on a free loopback port as `answers` says; yields host:port."""
+    started = time.monotonic()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, body = answers(time.monotonic() - started)
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def ok(**fields) -> tuple[int, dict]:
+    return 200, {"status": "ok", "version": GATE_VERSION, "degraded": False, **fields}
+
+
+def run_gate(tmp_path: Path, answers: Answers) -> PlaybookRun:
+    playbook = tmp_path / "gate.yml"
+    playbook.write_text(GATE_PLAYBOOK)
+    with fake_healthz(answers) as listen:
+        return run_playbook(str(playbook), "-i", "localhost,",
+                            "-e", f"sc2s3_health_listen={listen}",
+                            "-e", f"sc2s3_health_version={GATE_VERSION}",
+                            "-e", f"sc2s3_health_timeout_s={GATE_TIMEOUT_S}",
+                            timeout_s=120)
+
+
+GATE_PASSES = {
+    # A release from before "proven" existed (a rollback target) does not send the field.
+    "no proven field": lambda t: ok(),
+    "proven": lambda t: ok(proven=True),
+    # SoundCloud trouble (429s, an outage) is "degraded", still 200 "ok": not a reason to roll back.
+    "degraded but proven": lambda t: ok(proven=True, degraded=True),
+    "starting, then ok and proven": lambda t: ok(proven=True) if t > 2 else (503, {
+        "status": "starting", "version": GATE_VERSION, "checks": {}}),
+}
+
+
+@pytest.mark.timeout(150, func_only=True)
+@pytest.mark.parametrize("case", sorted(GATE_PASSES))
+def test_health_gate_passes(tmp_path, case):
+    run = run_gate(tmp_path, GATE_PASSES[case])
+    assert run.rc == 0, run.output[-3000:]
+
+
+@pytest.mark.timeout(150, func_only=True)
+def test_health_gate_waits_until_the_release_has_proven_itself(tmp_path):
+    proven_after_s = 3
+    probes: list[float] = []
+
+    def answers(t: float) -> tuple[int, dict]:
+        probes.append(t)
+        return ok(proven=t > proven_after_s)
+
+    run = run_gate(tmp_path, answers)
+    assert run.rc == 0, run.output[-3000:]
+    # "ok" from the first probe on, but the gate went on until "proven", then stopped.
+    assert probes[-1] > proven_after_s and sum(t > proven_after_s for t in probes) == 1, probes
+
+
+GATE_FAILS = {
+    "ok but never proven": (lambda t: ok(proven=False), "it answers ok but has not proven itself"),
+    "unhealthy": (lambda t: (503, {"status": "unhealthy", "version": GATE_VERSION,
+                                   "checks": {"s3": "error: AccessDenied"}}),
+                  'it answers 503 "unhealthy", checks {"s3": "error: AccessDenied"}'),
+    "another version": (lambda t: (200, {"status": "ok", "version": "90.8.0", "proven": True}),
+                        "it answers for version 90.8.0"),
+}
+
+
+@pytest.mark.timeout(150, func_only=True)
+@pytest.mark.parametrize("case", sorted(GATE_FAILS))
+def test_health_gate_fails_at_the_deadline_naming_the_reason(tmp_path, case):
+    answers, reason = GATE_FAILS[case]
+    run = run_gate(tmp_path, answers)
+    assert run.rc != 0, run.output[-3000:]
+    assert "Check the health gate's verdict" in run.output
+    assert f"did not pass the health gate of release {GATE_VERSION} within {GATE_TIMEOUT_S} s: " \
+           f"{reason}" in run.output.replace('\\"', '"'), run.output[-3000:]
+    # Bounded by the wall-clock deadline, not by a count of probes.
+    assert GATE_TIMEOUT_S <= run.seconds < GATE_TIMEOUT_S + 60, run.seconds
