@@ -192,7 +192,9 @@ class Fleet:
         self._renew_all()
         if self.member:
             self._balance()
-            self.balanced.set()
+            if not self.balanced.is_set():
+                self.balanced.set()
+                self.wake.set()  # a cycle at once: what it holds now is its share
 
     def _renew_all(self) -> None:
         with self._lock:
