@@ -276,7 +276,7 @@ def test_an_hls_master_playlist_that_leads_to_a_master_playlist_is_an_error():
         api.pages["/master.m3u8"] = ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=160000\n"
                                      f"{api.url}/master.m3u8\n")
         with pytest.raises(UpstreamError, match="leads to another master playlist"):
-            api.client().hls_segment_urls(f"{api.url}/master.m3u8")
+            api.client().hls_parts(f"{api.url}/master.m3u8")
     finally:
         api.close()
 

@@ -37,6 +37,7 @@ from .progress import Reporter
 from .s3 import get_object_body
 from .verify import (
     AUDIO_NAME,
+    READ_CHUNK,
     MissingObject,
     check_revision,
     iter_revisions,
@@ -45,7 +46,6 @@ from .verify import (
 )
 
 MAX_NAME_BYTES = 200  # below the usual 255-byte file name limit, leaving room for suffixes
-READ_CHUNK = 1024 * 1024
 
 # C0 and C1 control characters (Unicode Cc), line and paragraph separators, path separators.
 _UNSAFE_RUN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029/\\]+")

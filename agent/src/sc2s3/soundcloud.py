@@ -332,10 +332,6 @@ class SoundCloudClient:
                 return field.removesuffix("_url"), url
         raise UpstreamError(f"{track.urn} has no HLS transcoding in /streams")
 
-    def hls_segment_urls(self, playlist_url: str) -> list[str]:
-        """Absolute media segment URLs of the HLS playlist (see :meth:`hls_parts`)."""
-        return [part.url for part in self.hls_parts(playlist_url) if not part.init]
-
     def hls_parts(self, playlist_url: str, _master: str | None = None) -> list[HlsPart]:
         """What to fetch, in order, to archive the HLS rendition at ``playlist_url`` (after its
         redirect to the CDN; a master playlist leads to its highest-bandwidth rendition): each
