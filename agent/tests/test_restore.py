@@ -17,7 +17,8 @@ from conftest import CLIENT_ID, CLIENT_SECRET
 from soundcloud_sim import Catalog, Simulator, Track, User
 from soundcloud_sim.renditions import original_sha256
 
-from sc2s3.archive import Layout, Revision
+from sc2s3.archive import Layout
+from sc2s3.catalog import Revision
 from sc2s3.restore import MAX_NAME_BYTES, revision_key_problems, safe_filename
 
 USER_ID = 5550001

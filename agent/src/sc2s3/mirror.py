@@ -1,37 +1,47 @@
 """sc2s3.mirror
 ~~~~~~~~~~~~~~~
 
-The mirror engine: for each account this process holds (:mod:`sc2s3.fleet`), list its tracks,
-stream every track not yet in the account's catalog into the archive, and record it in the
-catalog. ``concurrency`` tracks are in flight at once; a track that fails is reported and never
-blocks the others. The revision a track is archived as is decided when the account is listed
-(1 for a new track, n+1 for a replaced original), so a record that appears meanwhile (merged from
-a previous holder) never makes a second copy.
+The mirror engine's coordinator. For each account this process holds (:mod:`sc2s3.fleet`) it
+reads the listing a page at a time (:mod:`sc2s3.listing`), stores metadata edits and plans
+re-checks (:mod:`sc2s3.upstream`), runs each new track through the archiver
+(:mod:`sc2s3.archiver`) with retries, budgets and results, marks tracks deleted upstream
+(:mod:`sc2s3.deletions`), and saves the catalog in batches (:mod:`sc2s3.catalog`).
+
+``concurrency`` applies across accounts: up to that many accounts are listed at once, and their
+tracks share one pool of ``concurrency`` transfers, each account keeping at most
+:data:`QUEUED_PER_ACCOUNT` x ``concurrency`` jobs queued, so accounts take turns and a small
+account never waits for a big one's whole pass. A track that fails is reported and never blocks
+the others. The revision a track is archived as is decided when it is listed (1 for a new track,
+n+1 for a replaced original), so a record that appears meanwhile never makes a second copy.
+
+A pass takes the account's lease only once it has something to write: a pass that finds nothing
+new writes nothing to S3.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import zip_longest
 from pathlib import Path
 
-from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from .archive import Catalog, CatalogStore, Layout, Revision, TrackEntry, metadata_digest, utc_now
+from .archive import Layout, ensure_readme
+from .archiver import PARTS_IN_FLIGHT_PER_TRACK, AccountPass, TrackArchiver
+from .catalog import AccountCatalog, CatalogStore
 from .config import Config
-from .errors import IntegrityError, Sc2s3Error, TemporaryError, UpstreamUnavailable
+from .deletions import abort_uploads, mark_deleted_upstream, uploads_of_deleted_tracks
+from .errors import Sc2s3Error, TemporaryError, UpstreamUnavailable
 from .failures import FAILURES_FILE, FailureLedger
 from .fleet import Fleet
 from .leases import Lease, LeaseHeld, LeaseLost
+from .listing import Job, JobSorter, Listing, read_in_chunks
 from .logs import log, redact
 from .metrics import (
-    BYTES_UPLOADED,
     CYCLE_SECONDS,
     LAST_CYCLE_SUCCESS,
     TRACKS_FAILED,
@@ -40,38 +50,27 @@ from .metrics import (
 )
 from .progress import Reporter
 from .ratelimit import RateLimited
-from .resume import ResumeStore, UploadState, abort_upload, list_uploads, reconcile
-from .soundcloud import TRACK_URN, SoundCloudClient, Track, User
-from .sources import extension_for, open_source
-from .transfer import AlreadyArchived, PartBuffers, StreamingUpload, UploadResult
+from .resume import ResumeStore
+from .soundcloud import SoundCloudClient, Track, User
+from .store import ObjectStore
+from .transfer import PartBuffers
 from .upstream import UpstreamChanges
-from .verify import read_object_digest
+
+__all__ = ["PARTS_IN_FLIGHT_PER_TRACK", "CycleResult", "Mirror"]
 
 # Attempts per track within one cycle; each resumes the upload the previous one parked.
 TRACK_ATTEMPTS = 4
 TRACK_RETRY_INITIAL_S = 2.0
 TRACK_RETRY_MAX_S = 30.0
-# One part being read while two upload: an UploadPart spends most of its time waiting for S3's
-# answer, so a second one in flight keeps a lone track's stream busy. This is also all a crash
-# can cost a resume beyond what S3 already holds.
-PARTS_IN_FLIGHT_PER_TRACK = 3
 # A rate limit or budget block ending within this many seconds is waited out by every track of
 # the cycle; a longer one defers the tracks not yet started to a later cycle.
 SHORT_WAIT_S = 60.0
+# Jobs one account may have queued or running, per unit of concurrency: enough to keep the
+# transfer pool busy, few enough that accounts listed side by side take turns.
+QUEUED_PER_ACCOUNT = 2
 
 
 _backoff = wait_exponential_jitter(multiplier=TRACK_RETRY_INITIAL_S, max=TRACK_RETRY_MAX_S)
-
-
-@dataclass
-class AccountPass:
-    """One pass over an account held by this process: what its tracks need to be archived."""
-
-    account: str
-    user: User
-    catalog: Catalog
-    lease: Lease
-    resume: ResumeStore
 
 
 @dataclass
@@ -125,24 +124,75 @@ class CycleResult:
                     or self.handed_over or self.held_elsewhere)
 
 
-@dataclass(frozen=True)
-class Archived:
-    """Audio in S3 under its revision's key, about to be recorded: what landed, its content
-    type, source (``original`` or the HLS preset), part size (bytes) and, for an original
-    streamed now, the CDN's ETag and size (None when unknown)."""
+class _Window:
+    """The jobs of one account queued or running in the transfer pool: at most ``size`` at once
+    (:meth:`enter` blocks), and :meth:`join` waits until none is left."""
 
-    outcome: UploadResult
-    content_type: str
-    source: str
-    part_size: int
-    cdn_etag: str | None
-    cdn_size: int | None
+    def __init__(self, size: int):
+        self._size, self._open = size, 0
+        self._changed = threading.Condition()
+
+    def enter(self) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._open < self._size)
+            self._open += 1
+
+    def leave(self) -> None:
+        with self._changed:
+            self._open -= 1
+            self._changed.notify_all()
+
+    def join(self) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._open == 0)
 
 
-def _unique(tracks: list[Track]) -> list[Track]:
-    """``tracks`` without a second listing of the same URN (one track, one job, one play)."""
-    seen: set[str] = set()
-    return [t for t in tracks if not (t.urn in seen or seen.add(t.urn))]
+class _Holding:
+    """The account's lease for one pass, taken when the pass first needs to write (a fleet
+    member holds it already): then the catalog is read again under the lease and merged in, so
+    nothing another holder recorded meanwhile is archived twice."""
+
+    def __init__(self, mirror: Mirror, account: str, user: User):
+        self.mirror, self.account, self.user = mirror, account, user
+        self.catalog: AccountCatalog | None = None
+        self.current: AccountPass | None = None
+        self._stack = contextlib.ExitStack()
+        self._lock = threading.RLock()
+
+    def __enter__(self) -> _Holding:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stack.close()
+
+    def lease(self) -> Lease:
+        return self.acquire().lease
+
+    def acquire(self) -> AccountPass:
+        """The pass's :class:`AccountPass`, taking the lease first if need be.
+
+        :raises LeaseHeld: another live process holds the account. :raises LeaseLost:
+        :raises TemporaryError: S3 unreachable.
+        """
+        if self.current is not None:
+            return self.current
+        with self._lock:
+            if self.current is not None:
+                return self.current
+            mirror, fleet = self.mirror, self.mirror.fleet
+            if not fleet.keeps(self.account):
+                if fleet.member:
+                    raise LeaseLost(f"{self.account} was handed over")
+                fleet.take(self.account)
+            lease = self._stack.enter_context(fleet.working(self.account))
+            self.catalog.merge(mirror.catalogs.load(self.user.urn))
+            mirror.store.put_json(mirror.layout.user_json(self.user.urn), self.user.raw,
+                                  overwrite=True)
+            config = mirror.config
+            self.current = AccountPass(self.account, self.user, self.catalog, lease, ResumeStore(
+                mirror.s3, config.s3.bucket, config.s3.prefix, lease=lease,
+                holder_id=fleet.holder.id, ttl_s=config.agent.lease_ttl_s))
+            return self.current
 
 
 class Mirror:
@@ -165,18 +215,22 @@ class Mirror:
         self.reporter = reporter or Reporter()
         self.stop = stop or threading.Event()
         self.layout = Layout(config.s3.prefix)
-        self.store = CatalogStore(s3, config.s3.bucket, self.layout)
+        self.store = ObjectStore(s3, config.s3.bucket)
+        self.catalogs = CatalogStore(s3, config.s3.bucket, self.layout)
         self.upstream = UpstreamChanges(soundcloud, self.store, self.layout,
                                         config.agent.recheck_interval_s)
         self.failures = FailureLedger(Path(config.agent.state_dir) / FAILURES_FILE,
                                       base_delay_s=config.agent.poll_interval_s)
-        concurrency = config.agent.concurrency
+        self.concurrency = concurrency = config.agent.concurrency
         # As many part buffers as tracks in flight (a lone track may use PARTS_IN_FLIGHT_PER_TRACK):
         # parts never take more than concurrency x part size, whatever the file sizes.
         self.buffers = PartBuffers(concurrency, config.agent.part_size)
         self._parts = ThreadPoolExecutor(2 * concurrency, thread_name_prefix="part")
         self._tracks = ThreadPoolExecutor(concurrency, thread_name_prefix="track")
-        self._catalog_lock = threading.Lock()
+        self._accounts = ThreadPoolExecutor(concurrency, thread_name_prefix="account")
+        self.archiver = TrackArchiver(config, soundcloud, s3, self.layout, self.store,
+                                      buffers=self.buffers, parts=self._parts,
+                                      reporter=self.reporter, should_stop=self.stop.is_set)
         self.in_flight = 0  # tracks being transferred now (for the fleet's heartbeat)
         self._in_flight_lock = threading.Lock()
 
@@ -188,13 +242,15 @@ class Mirror:
             # Ctrl-C (KeyboardInterrupt) or a bug: transfers park at their next part boundary
             # instead of running to the end of their files.
             self.stop.set()
+        self._accounts.shutdown(wait=True, cancel_futures=True)
         self._tracks.shutdown(wait=True, cancel_futures=True)
         self._parts.shutdown(wait=True, cancel_futures=True)
 
     def run_cycle(self, accounts: list[str] | None = None, dry_run: bool = False) -> CycleResult:
-        """One pass over ``accounts``: by default the ones this daemon holds (a fleet member),
-        or the configured ones; a process that is not a member takes their leases first, and
-        reports those another live process holds in ``held_elsewhere``."""
+        """One pass over ``accounts``, side by side: by default the ones this daemon holds (a
+        fleet member), or the configured ones; a process that is not a member takes their
+        leases when it has something to write, and reports those another live process holds in
+        ``held_elsewhere``."""
         result = CycleResult()
         if accounts is None:
             accounts = self.fleet.accounts_to_mirror() if self.fleet.member \
@@ -202,139 +258,127 @@ class Mirror:
         started = time.monotonic()
         if not dry_run:
             try:
-                self.store.ensure_readme()
+                ensure_readme(self.store, self.layout)
             except TemporaryError as exc:
                 result.unreachable.append(str(exc))
                 return result
-        for account in accounts:
-            if self.stop.is_set():
-                break
-            result.add(accounts=1)
-            try:
-                if dry_run:
-                    self._mirror_account(account, None, result, dry_run=True)
-                    continue
-                if not self.fleet.keeps(account):
-                    if self.fleet.member:
-                        continue  # handed over since the cycle began: the fleet decides
-                    self.fleet.take(account)
-                with self.fleet.working(account) as lease:
-                    self._mirror_account(account, lease, result, dry_run=False)
-            except LeaseHeld as exc:
-                log.info("account skipped: another process holds it", account=account,
-                         reason=str(exc))
-                result.held_elsewhere.append(f"{account}: {exc}")
-            except LeaseLost as exc:
-                log.warning("account handed over mid-pass", account=account, reason=str(exc))
-                result.add(handed_over=1)
-            except UpstreamUnavailable as exc:
-                log.warning("account not listed: SoundCloud unavailable", account=account,
-                            error=str(exc))
-                result.upstream_unavailable.append(redact(f"{account}: {exc}"))
-            except TemporaryError as exc:
-                log.error("account unreachable", account=account, error=str(exc))
-                result.unreachable.append(f"{account}: {exc}")
-            except Sc2s3Error as exc:
-                log.error("account failed", account=account, error=str(exc))
-                result.account_errors.append(redact(f"{account}: {exc}"))
+        passes = [self._accounts.submit(self._account_safely, account, result, dry_run)
+                  for account in accounts]
+        for future in passes:
+            future.result()
         CYCLE_SECONDS.observe(time.monotonic() - started)
         if result.result == "ok" and not dry_run:
             LAST_CYCLE_SUCCESS.set_to_current_time()
         log.info("cycle finished", **result.summary())
         return result
 
-    def _mirror_account(self, account: str, lease: Lease | None, result: CycleResult,
-                        dry_run: bool) -> None:
-        user = self.soundcloud.resolve_user(account)
-        catalog = self.store.load(user.urn)
-        catalog.permalink, catalog.username = user.permalink, user.username
-        malformed: list[str] = []
-        tracks: list[Track] = []
-        listing_error: Sc2s3Error | None = None
-        try:
-            tracks.extend(self.soundcloud.iter_tracks(user.urn, malformed))
-        except Sc2s3Error as exc:
-            # A page failing after retries (or a looping cursor) ends the listing: what was
-            # listed is still mirrored, nothing unlisted is taken for deleted upstream, and the
-            # account's error is reported once the pass is done.
-            log.warning("listing ended early; mirroring what was listed", account=account,
-                        listed=len(tracks), error=str(exc))
-            listing_error = exc
-        tracks = _unique(tracks)
-        if listing_error is None and (tracks or not malformed):
-            self.on_account_listed()
-        for error in malformed:
-            log.error("track skipped: malformed in the listing", account=account, error=error)
-        result.add(failed=len(malformed))
-        missing = [t for t in tracks if not self._archived(catalog, t)]
-        archived = [t for t in tracks if self._archived(catalog, t)]
-        upgrades = [t for t in archived if self.upstream.upgradable(catalog.tracks[t.urn], t)]
-        missing += upgrades
-        rechecks: list[Track] = []
-        if not dry_run:
-            self.upstream.record_metadata_edits(user, catalog, archived)
-            rechecks = [t for t in self.upstream.due_rechecks(
-                catalog, [t for t in archived if t not in upgrades]) if self.failures.due(t.urn)]
-        todo = [t for t in missing if self.failures.due(t.urn)]
-        result.add(skipped=len(tracks) - len(missing) - len(rechecks),
-                   deferred=len(missing) - len(todo))
-        log.info("account listed", account=account, user_urn=user.urn, tracks=len(tracks),
-                 to_mirror=len(todo))
-        if dry_run:
-            result.planned.extend(t.urn for t in todo)
-            if listing_error is not None:
-                raise listing_error
+    def _account_safely(self, account: str, result: CycleResult, dry_run: bool) -> None:
+        if self.stop.is_set():
             return
-        assert lease is not None
-        current = AccountPass(account, user, catalog, lease, ResumeStore(
-            self.s3, self.config.s3.bucket, self.config.s3.prefix, lease=lease,
-            holder_id=self.fleet.holder.id, ttl_s=self.config.agent.lease_ttl_s))
-        lease.fence()
-        self.store.put_json(self.layout.user_json(user.urn), user.raw, overwrite=True)
-        self.soundcloud.budget.expect(len(todo) + len(rechecks))
-        # Re-checks (a play each) take turns with new tracks, never a burst before them.
-        jobs = [job for pair in zip_longest([(t, False) for t in todo],
-                                            [(t, True) for t in rechecks])
-                for job in pair if job is not None]
-        futures = [self._tracks.submit(self._mirror_track_safely, current, t,
-                                       self._revision_number(catalog, t), result, recheck)
-                   for t, recheck in jobs]
-        for future in futures:
-            future.result()
-        # Still held even while being handed over (the lease goes when this pass ends); the
-        # fenced save below raises LeaseLost if it was taken meanwhile. A listing with a
-        # malformed item, or one cut short, is not the whole account: nothing is taken for
-        # deleted upstream.
-        if not malformed and listing_error is None:
-            self._mark_deleted_upstream(catalog, {t.urn for t in tracks})
-            self._abort_uploads_of_deleted_tracks(current, {t.urn for t in tracks})
-        self.store.save(catalog, lease)
-        if listing_error is not None:
-            raise listing_error
+        if self.fleet.member and not dry_run and not self.fleet.keeps(account):
+            return  # handed over since the cycle began: the fleet decides
+        result.add(accounts=1)
+        try:
+            self._mirror_account(account, result, dry_run)
+        except LeaseHeld as exc:
+            log.info("account skipped: another process holds it", account=account,
+                     reason=str(exc))
+            result.held_elsewhere.append(f"{account}: {exc}")
+        except LeaseLost as exc:
+            log.warning("account handed over mid-pass", account=account, reason=str(exc))
+            result.add(handed_over=1)
+        except UpstreamUnavailable as exc:
+            log.warning("account not listed: SoundCloud unavailable", account=account,
+                        error=str(exc))
+            result.upstream_unavailable.append(redact(f"{account}: {exc}"))
+        except TemporaryError as exc:
+            log.error("account unreachable", account=account, error=str(exc))
+            result.unreachable.append(f"{account}: {exc}")
+        except Sc2s3Error as exc:
+            log.error("account failed", account=account, error=str(exc))
+            result.account_errors.append(redact(f"{account}: {exc}"))
 
-    @staticmethod
-    def _archived(catalog: Catalog, track: Track) -> bool:
-        entry = catalog.tracks.get(track.urn)
-        return entry is not None and entry.latest is not None
+    def _mirror_account(self, account: str, result: CycleResult, dry_run: bool) -> None:
+        user = self.soundcloud.resolve_user(account)
+        with _Holding(self, account, user) as holding:
+            holding.catalog = catalog = AccountCatalog(
+                self.catalogs, self.catalogs.load(user.urn), None if dry_run else holding.lease)
+            catalog.catalog.permalink, catalog.catalog.username = user.permalink, user.username
+            if self.fleet.member and not dry_run:
+                holding.acquire()  # held already: the pass marks it busy for hand-overs
+            listing = Listing()
+            sorter = JobSorter(self.upstream, self.failures.due, self.upstream.recheck_cap())
+            window = _Window(QUEUED_PER_ACCOUNT * self.concurrency)
+            counts = {"listed": 0, "jobs": 0}
+            try:
+                for chunk in read_in_chunks(self.soundcloud, user.urn, listing):
+                    if self.stop.is_set():
+                        break
+                    self._sort_and_start(holding, chunk, sorter, result, dry_run, window, counts)
+            finally:
+                window.join()
+            self._end_pass(account, user, holding, listing, result, dry_run, counts)
 
-    @staticmethod
-    def _revision_number(catalog: Catalog, track: Track) -> int:
-        entry = catalog.tracks.get(track.urn)
-        return len(entry.revisions) + 1 if entry else 1
+    def _sort_and_start(self, holding: _Holding, chunk: list[Track], sorter: JobSorter,
+                        result: CycleResult, dry_run: bool, window: _Window,
+                        counts: dict) -> None:
+        catalog = holding.catalog.catalog
+        with holding.catalog.lock:
+            sorted_ = sorter.sort(catalog, chunk, rechecks=not dry_run)
+            if not dry_run:
+                self.upstream.record_metadata_edits(holding.user, catalog, sorted_.archived,
+                                                    before_write=holding.acquire)
+        result.add(skipped=sorted_.skipped, deferred=sorted_.deferred)
+        counts["listed"] += len(chunk)
+        counts["jobs"] += len(sorted_.jobs)
+        if dry_run:
+            result.planned.extend(job.track.urn for job in sorted_.jobs if not job.recheck)
+            return
+        if not sorted_.jobs:
+            return
+        current = holding.acquire()
+        self.soundcloud.budget.expect(len(sorted_.jobs))
+        for job in sorted_.jobs:
+            window.enter()
+            if self.stop.is_set():
+                window.leave()
+                return
+            future = self._tracks.submit(self._mirror_track_safely, current, job, result)
+            future.add_done_callback(lambda _done: window.leave())
 
-    def _mark_deleted_upstream(self, catalog: Catalog, listed: set[str]) -> None:
-        # Upstream deletion is recorded, never mirrored: the archived revisions stay.
-        for urn, entry in catalog.tracks.items():
-            if urn not in listed and entry.deleted_upstream_at is None:
-                entry.deleted_upstream_at = utc_now()
-                log.info("track deleted upstream; archive kept", track_urn=urn)
-            elif urn in listed and entry.deleted_upstream_at is not None:
-                entry.deleted_upstream_at = None
+    def _end_pass(self, account: str, user: User, holding: _Holding, listing: Listing,
+                  result: CycleResult, dry_run: bool, counts: dict) -> None:
+        if listing.read_to_end and (listing.listed or not listing.malformed):
+            self.on_account_listed()
+        for error in listing.malformed:
+            log.error("track skipped: malformed in the listing", account=account, error=error)
+        result.add(failed=len(listing.malformed))
+        log.info("account listed", account=account, user_urn=user.urn, tracks=counts["listed"],
+                 jobs=counts["jobs"])
+        if not dry_run:
+            # A listing with a malformed item, or one cut short (by an error or a shutdown), is
+            # not the whole account: nothing is taken for deleted upstream. Still held even while
+            # being handed over (the lease goes when this pass ends); a fenced write raises
+            # LeaseLost if it was taken meanwhile.
+            if listing.complete:
+                with holding.catalog.lock:
+                    mark_deleted_upstream(holding.catalog.catalog, listing.listed)
+                gone = uploads_of_deleted_tracks(self.s3, self.config.s3.bucket, self.layout,
+                                                 user.urn, listing.listed)
+                if gone:
+                    abort_uploads(self.s3, self.config.s3.bucket, self.layout, user.urn,
+                                  holding.acquire().resume, gone)
+            # The pass's records are in this save: worth the retries a track gets.
+            Retrying(retry=retry_if_exception(self._worth_retrying), reraise=True,
+                     stop=stop_after_attempt(TRACK_ATTEMPTS), wait=_backoff,
+                     sleep=self.stop.wait)(holding.catalog.save)
+        if listing.error is not None:
+            raise listing.error
 
-    def _mirror_track_safely(self, current: AccountPass, track: Track, number: int,
-                             result: CycleResult, recheck: bool = False) -> None:
-        """Archive ``track`` as revision ``number`` (with ``recheck``: only if a re-check of its
-        archived original finds it replaced upstream), counting the outcome in ``result``."""
+    def _mirror_track_safely(self, current: AccountPass, job: Job, result: CycleResult) -> None:
+        """Run ``job`` (with ``recheck``: archive only if a re-check of the track's archived
+        original finds it replaced upstream), counting the outcome in ``result``."""
+        track, number, recheck = job.track, job.revision, job.recheck
         if self.stop.is_set():
             return
         if not self.fleet.keeps(current.account):
@@ -361,7 +405,7 @@ class Mirror:
                 before_sleep=lambda state: log.warning(
                     "track attempt failed; retrying", track_urn=track.urn,
                     attempt=state.attempt_number, error=str(state.outcome.exception())))
-            revision = retrying(self._mirror_track, current, track, number)
+            revision = retrying(self.archiver.archive, current, track, number)
             if revision is None:
                 result.add(skipped=1)
             else:
@@ -391,7 +435,7 @@ class Mirror:
         """Re-check ``track``'s archived original (:meth:`UpstreamChanges.replaced`); any failure
         is logged and counts as unchanged: a re-check never stops the pass."""
         try:
-            return self.upstream.replaced(current.catalog.tracks[track.urn], track)
+            return self.upstream.replaced(current.catalog.catalog.tracks[track.urn], track)
         except Exception as exc:
             log.error("re-check of an archived original failed", track_urn=track.urn,
                       error=str(exc), exc_info=not isinstance(exc, Sc2s3Error))
@@ -423,196 +467,3 @@ class Mirror:
             wait = max(wait, error.until - self.soundcloud.budget.now() + 1)
         return wait
 
-    def _parked_upload(self, current: AccountPass, track: Track,
-                       number: int) -> UploadState | None:
-        """The track's parked multipart upload, if it can continue as revision ``number``."""
-        user = current.user
-        parked = current.resume.open(track.urn)
-        if parked is not None:
-            expected = self.layout.audio(user.urn, track.urn, number,
-                                         extension_for(parked.content_type))
-            confirmed = reconcile(self.s3, self.config.s3.bucket, parked) \
-                if parked.key == expected else None
-            if confirmed is not None and confirmed.part_size == self.config.agent.part_size:
-                return confirmed
-            self._discard(current, parked, "stale: the upload or its revision is gone")
-        # Uploads of this revision that no state refers to (a crash between
-        # CreateMultipartUpload and the first state write) would otherwise be orphaned.
-        revision_dir = self.layout.revision_dir(user.urn, track.urn, number)
-        for key, upload_id in list_uploads(self.s3, self.config.s3.bucket, revision_dir):
-            current.lease.fence()
-            log.info("aborting an orphaned multipart upload", key=key)
-            abort_upload(self.s3, self.config.s3.bucket, key, upload_id)
-        return None
-
-    def _abort_uploads_of_deleted_tracks(self, current: AccountPass, listed: set[str]) -> None:
-        # Only the account's holder starts uploads under its folder, so none of these is
-        # another process's upload in flight.
-        account_dir = self.layout.account_dir(current.user.urn)
-        for key, upload_id in list_uploads(self.s3, self.config.s3.bucket, account_dir):
-            track_urn = key.removeprefix(account_dir).split("/", 1)[0]
-            if track_urn not in listed:
-                current.lease.fence()
-                log.info("track deleted upstream mid-upload; aborting its upload", key=key)
-                abort_upload(self.s3, self.config.s3.bucket, key, upload_id)
-                if TRACK_URN.fullmatch(track_urn):
-                    current.resume.close(track_urn, "discarded: track deleted upstream")
-
-    def _discard(self, current: AccountPass, parked: UploadState, why: str) -> None:
-        current.lease.fence()
-        log.info("discarding a parked upload", key=parked.key, reason=why)
-        abort_upload(self.s3, self.config.s3.bucket, parked.key, parked.upload_id)
-        current.resume.close(parked.track_urn, f"discarded: {why}")
-
-    def _mirror_track(self, current: AccountPass, track: Track, number: int) -> Revision | None:
-        """Archive ``track`` as revision ``number``; None when that revision was recorded
-        meanwhile (nothing to do)."""
-        entry = current.catalog.tracks.get(track.urn)
-        if entry is not None and len(entry.revisions) >= number:
-            log.info("track already recorded", track_urn=track.urn, revision=number)
-            return None
-        parked = self._parked_upload(current, track, number)
-        revision = self._archive_track(current, track, number, parked)
-        try:
-            current.resume.close(track.urn, "completed")
-        except (TemporaryError, LeaseLost) as exc:  # archived and recorded all the same
-            log.warning("could not close the track's upload state", track_urn=track.urn,
-                        error=str(exc))
-        return revision
-
-    def _archive_track(self, current: AccountPass, track: Track, number: int,
-                       parked: UploadState | None) -> Revision:
-        user = current.user
-        landed = None if parked else self._landed_audio(user, track, number)
-        archived = self._adopt_landed(landed, track) if landed else \
-            self._stream_track(current, track, number, parked)
-        outcome = archived.outcome
-        if outcome.sha256 is None:
-            outcome = self._read_back(outcome)
-        json_key = self.layout.track_json(user.urn, track.urn, number)
-        self.store.put_json(json_key, track.raw, overwrite=False)
-        revision = Revision(
-            revision=number, key=outcome.key, json_key=json_key, source=archived.source,
-            content_type=archived.content_type, size=outcome.size, sha256=outcome.sha256,
-            s3_checksum=outcome.s3_checksum, checksum_algorithm=outcome.checksum_algorithm,
-            part_size=archived.part_size, version_id=outcome.version_id,
-            archived_at=utc_now(), cdn_etag=archived.cdn_etag, cdn_size=archived.cdn_size)
-        self._record(current, track, revision)
-        log.info("track archived", track_urn=track.urn, key=outcome.key, bytes=outcome.size,
-                 source=archived.source, sha256=outcome.sha256, resumed=parked is not None,
-                 adopted=landed is not None)
-        return revision
-
-    def _record(self, current: AccountPass, track: Track, revision: Revision) -> None:
-        """Add ``revision`` to the catalog and save it. If the save fails, the catalog in memory
-        is left as it was: the retry (or the next cycle) finds the object and records it then,
-        without a play, instead of counting a revision that is not durable."""
-        catalog = current.catalog
-        with self._catalog_lock:
-            entry = catalog.tracks.get(track.urn)
-            created = entry is None
-            if entry is None:
-                entry = catalog.tracks[track.urn] = TrackEntry(
-                    title=track.title, permalink_url=track.permalink_url)
-            before = entry.metadata_sha256, entry.checked_at
-            entry.revisions.append(revision)
-            entry.metadata_sha256, entry.checked_at = metadata_digest(track.raw), None
-            try:
-                self.store.save(catalog, current.lease)
-            except BaseException:
-                entry = catalog.tracks.get(track.urn, entry)  # a merge may have replaced it
-                if revision in entry.revisions:
-                    entry.revisions.remove(revision)
-                entry.metadata_sha256, entry.checked_at = before
-                if created and not entry.revisions:
-                    del catalog.tracks[track.urn]
-                raise
-
-    def _stream_track(self, current: AccountPass, track: Track, number: int,
-                      parked: UploadState | None) -> Archived:
-        """Stream the track from SoundCloud (a play) into revision ``number``'s audio key."""
-        user, part_size = current.user, self.config.agent.part_size
-        resume = {"resume_at": parked.offset, "etag": parked.cdn_etag,
-                  "size": parked.cdn_size} if parked else {}
-        with open_source(self.soundcloud, track, **resume) as source:
-            if parked and (source.offset != parked.offset or source.source != parked.source):
-                self._discard(current, parked, "the upstream file changed or Range was refused")
-                parked = None
-            key = parked.key if parked else self.layout.audio(
-                user.urn, track.urn, number, extension_for(source.content_type))
-            handle = self.reporter.start(track.title or track.urn, source.size)
-            self.reporter.advance(handle, source.offset)
-            if parked:
-                log.info("resuming a parked upload", key=key, resume_at=source.offset,
-                         parts=len(parked.parts))
-
-            def uploaded(amount: int) -> None:
-                BYTES_UPLOADED.inc(amount)
-                self.reporter.advance(handle, amount)
-
-            upload = StreamingUpload(
-                self.s3, self.config.s3.bucket, key, buffers=self.buffers,
-                executor=self._parts, content_type=parked.content_type if parked else
-                source.content_type, on_bytes=uploaded, resume_store=current.resume,
-                parts_in_flight=PARTS_IN_FLIGHT_PER_TRACK,
-                identity={"track_urn": track.urn, "source": source.source,
-                          "cdn_etag": source.etag, "cdn_size": source.size},
-                metadata={"sc-urn": track.urn, "sc-source": source.source,
-                          "sc-part-size": str(part_size)},
-                should_stop=self.stop.is_set)
-            try:
-                outcome = upload.run(source, resume=parked)
-            except AlreadyArchived:
-                return self._adopt_landed(key, track)
-            finally:
-                self.reporter.finish(handle)
-            original = source.source == "original"
-            return Archived(outcome, upload.content_type, source.source, part_size,
-                            source.etag if original else None, source.size if original else None)
-
-    def _landed_audio(self, user: User, track: Track, number: int) -> str | None:
-        """Key of revision ``number``'s audio object if it landed but was never recorded (a
-        failed catalog write, a crash between the two): found with one listing, not a play."""
-        prefix = f"{self.layout.revision_dir(user.urn, track.urn, number)}audio."
-        try:
-            answer = self.s3.list_objects_v2(Bucket=self.config.s3.bucket, Prefix=prefix)
-        except (ClientError, BotoCoreError) as exc:
-            raise TemporaryError(f"cannot list {prefix}: {exc}") from exc
-        keys = sorted(item["Key"] for item in answer.get("Contents", []))
-        return keys[0] if keys else None
-
-    def _read_back(self, outcome: UploadResult) -> UploadResult:
-        # A resumed upload's whole-file SHA-256 cannot come from a hash carried across processes:
-        # read the completed object back once, which also checks it against S3's checksum.
-        digest = read_object_digest(self.s3, self.config.s3.bucket, outcome.key)
-        if digest.size != outcome.size or digest.computed_checksum != outcome.s3_checksum:
-            raise IntegrityError(f"{outcome.key}: read back {digest.size} bytes with checksum "
-                                 f"{digest.computed_checksum}, uploaded {outcome.size} bytes "
-                                 f"with {outcome.s3_checksum}")
-        return dataclasses.replace(outcome, sha256=digest.sha256)
-
-    def _adopt_landed(self, key: str, track: Track) -> Archived:
-        """An object at ``key`` that the catalog does not record yet, read back once and checked
-        before it enters the catalog: its bytes against S3's checksum, and its ``sc-urn``.
-
-        :raises IntegrityError: the object is not this track's, or its bytes are not what S3
-            recorded at upload (it is left as it is for a person to check).
-        """
-        digest = read_object_digest(self.s3, self.config.s3.bucket, key)
-        problems = []
-        if digest.metadata.get("sc-urn") != track.urn:
-            problems.append(f"its sc-urn {digest.metadata.get('sc-urn')!r} is not {track.urn}")
-        if digest.s3_checksum is None:
-            problems.append("S3 reports no checksum")
-        elif digest.computed_checksum != digest.s3_checksum:
-            problems.append(f"its bytes give checksum {digest.computed_checksum}, S3 recorded "
-                            f"{digest.s3_checksum}")
-        if problems:
-            raise IntegrityError(f"{key}: in the archive but not in the catalog, and "
-                                 f"{'; '.join(problems)}")
-        log.info("adopted an object already in the archive", key=key, bytes=digest.size)
-        outcome = UploadResult(key, digest.size, digest.sha256, digest.s3_checksum, 0,
-                               digest.version_id, digest.checksum_algorithm)
-        return Archived(outcome, digest.content_type or "application/octet-stream",
-                        digest.metadata.get("sc-source", "original"),
-                        digest.part_size or self.config.agent.part_size, None, None)

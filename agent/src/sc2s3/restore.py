@@ -29,7 +29,8 @@ from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .archive import Catalog, CatalogStore, Layout, Revision
+from .archive import Layout
+from .catalog import Catalog, CatalogStore, Revision
 from .config import Config
 from .errors import Sc2s3Error
 from .logs import log

@@ -143,7 +143,11 @@ class ResumeStore:
         self._put(state.track_urn, state.model_dump_json().encode())
 
     def close(self, track_urn: str, outcome: str) -> None:
-        """Replace the state by its outcome (``completed``, ``discarded: why``)."""
+        """Replace the state by its outcome (``completed``, ``discarded: why``); nothing to do
+        when this process saw there is none (a track uploaded in one PutObject writes no state)."""
+        with self._lock:
+            if track_urn in self._etags and self._etags[track_urn] is None:
+                return
         self._put(track_urn, json.dumps({"format": STATE_FORMAT, "track_urn": track_urn,
                                          "upload_id": None, "outcome": outcome}).encode())
 

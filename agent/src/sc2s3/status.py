@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .archive import CatalogStore, Layout
+from .archive import Layout
+from .catalog import CatalogStore
 from .config import Config
 from .failures import FAILURES_FILE, load_failures
 from .fleet import fleet_report, join

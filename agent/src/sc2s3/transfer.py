@@ -64,26 +64,35 @@ class UploadResult:
 
 class PartBuffers:
     """A pool of at most ``count`` part buffers of ``part_size`` bytes, shared by every transfer
-    of a process; :meth:`acquire` blocks while all of them are in use."""
+    of a process; :meth:`acquire` blocks while ``count`` of them are in use."""
 
     def __init__(self, count: int, part_size: int):
         self.count, self.part_size = count, part_size
         self._free: list[bytearray] = []
-        self._created = 0
+        self._in_use = 0
         self._changed = threading.Condition()
 
-    def acquire(self) -> bytearray:
+    def acquire(self, capacity: int | None = None) -> bytearray:
+        """A buffer of ``part_size`` bytes, or of ``capacity`` bytes when that is smaller (a
+        file known to be smaller than a part: a label's short tracks never hold full parts)."""
         with self._changed:
-            while not self._free and self._created >= self.count:
+            while self._in_use >= self.count:
                 self._changed.wait()
-            if self._free:
+            self._in_use += 1
+            if capacity is not None and capacity < self.part_size:
+                small = True
+            elif self._free:
                 return self._free.pop()
-            self._created += 1
-        return bytearray(self.part_size)  # made lazily: a small archive never needs them all
+            else:
+                small = False
+        # Made lazily: a small archive never needs them all.
+        return bytearray(capacity if small else self.part_size)
 
     def release(self, buffer: bytearray) -> None:
         with self._changed:
-            self._free.append(buffer)
+            self._in_use -= 1
+            if len(buffer) == self.part_size:
+                self._free.append(buffer)
             self._changed.notify()
 
 
@@ -95,10 +104,10 @@ class _CappedBuffers:
         self.pool, self.part_size = pool, pool.part_size
         self._cap = threading.BoundedSemaphore(cap)
 
-    def acquire(self) -> bytearray:
+    def acquire(self, capacity: int | None = None) -> bytearray:
         self._cap.acquire()
         try:
-            return self.pool.acquire()
+            return self.pool.acquire(capacity)
         except BaseException:
             self._cap.release()
             raise
@@ -186,7 +195,10 @@ class StreamingUpload:
             state = resume.model_copy(update={"parts": {p.number: p for p in resume.contiguous()}})
             return self._multipart(source, state, [], None)
         whole = hashlib.sha256()
-        buffer, size, checksum = self._read_next(source, whole, PART_ALGORITHM)
+        # A file the CDN says is shorter than a part is read into a buffer of its size (+1 byte,
+        # which stays empty unless the CDN sends more than it said).
+        capacity = source.size - source.offset + 1 if source.size is not None else None
+        buffer, size, checksum = self._read_next(source, whole, PART_ALGORITHM, capacity)
         if size < self.part_size:
             try:
                 return self._put_single(_body(buffer, size), checksum, whole)
@@ -202,11 +214,12 @@ class StreamingUpload:
         del buffer
         return self._multipart(source, state, handover, whole)
 
-    def _read_next(self, source: Source, whole,
-                   algorithm: ChecksumAlgorithm) -> tuple[bytearray, int, str]:
+    def _read_next(self, source: Source, whole, algorithm: ChecksumAlgorithm,
+                   capacity: int | None = None) -> tuple[bytearray, int, str]:
         """A buffer filled with the next part, its size, and its ``algorithm`` checksum (base64);
-        ``whole`` (if not None) is updated too. The buffer is held until its part is uploaded."""
-        buffer = self.buffers.acquire()
+        ``whole`` (if not None) is updated too. The buffer is held until its part is uploaded.
+        ``capacity``: the most bytes worth a buffer when less than a part (bytes)."""
+        buffer = self.buffers.acquire(capacity)
         part = new(algorithm)
         try:
             size = read_part(source, buffer, (part, whole) if whole is not None else (part,))

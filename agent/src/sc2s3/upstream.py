@@ -23,10 +23,12 @@ import math
 import time
 from datetime import UTC, datetime
 
-from .archive import Catalog, CatalogStore, Layout, MetadataEdit, TrackEntry, metadata_digest, utc_now
+from .archive import Layout, metadata_digest, utc_now
+from .catalog import Catalog, MetadataEdit, TrackEntry
 from .errors import Sc2s3Error
 from .logs import log
 from .soundcloud import SoundCloudClient, Track, User
+from .store import ObjectStore
 
 # A pass re-checks at most 1/RECHECK_SHARE of the play budget's limit.
 RECHECK_SHARE = 20
@@ -46,13 +48,15 @@ class UpstreamChanges:
     :param recheck_interval_s: seconds between re-checks of one original; 0 turns them off.
     """
 
-    def __init__(self, soundcloud: SoundCloudClient, store: CatalogStore, layout: Layout,
+    def __init__(self, soundcloud: SoundCloudClient, store: ObjectStore, layout: Layout,
                  recheck_interval_s: float):
         self.soundcloud, self.store, self.layout = soundcloud, store, layout
         self.recheck_interval_s = recheck_interval_s
 
-    def record_metadata_edits(self, user: User, catalog: Catalog, tracks: list[Track]) -> None:
-        """Store the JSON of each listed, archived track whose metadata changed since last seen."""
+    def record_metadata_edits(self, user: User, catalog: Catalog, tracks: list[Track],
+                              before_write=lambda: None) -> None:
+        """Store the JSON of each listed, archived track whose metadata changed since last seen;
+        ``before_write()`` is called before each write (it takes or fences the account's lease)."""
         for track in tracks:
             entry = catalog.tracks.get(track.urn)
             if entry is None or entry.latest is None:
@@ -63,6 +67,7 @@ class UpstreamChanges:
             if digest == entry.metadata_sha256:
                 continue
             key = self.layout.metadata(user.urn, track.urn, len(entry.metadata_edits) + 1)
+            before_write()
             self.store.put_json(key, track.raw, overwrite=False)
             entry.metadata_edits.append(MetadataEdit(key=key, sha256=digest, saved_at=utc_now()))
             entry.metadata_sha256, entry.title = digest, track.title
@@ -102,8 +107,12 @@ class UpstreamChanges:
             if now - last >= self.recheck_interval_s:
                 due.append((last, track))
         due.sort(key=lambda item: item[0])
-        cap = max(1, math.ceil(self.soundcloud.budget.snapshot()["limit"] / RECHECK_SHARE))
-        return [track for _last, track in due[:cap]]
+        return [track for _last, track in due[:self.recheck_cap()]]
+
+    def recheck_cap(self) -> int:
+        """Re-checks one pass over an account may make: 1/:data:`RECHECK_SHARE` of the play
+        budget's limit, at least one."""
+        return max(1, math.ceil(self.soundcloud.budget.snapshot()["limit"] / RECHECK_SHARE))
 
     def replaced(self, entry: TrackEntry, track: Track) -> bool:
         """Re-check an archived original (one play, skipped while half of the play budget or

@@ -21,7 +21,8 @@ from typing import BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .archive import Catalog, CatalogStore, Layout, Revision
+from .archive import Layout
+from .catalog import Catalog, CatalogStore, Revision
 from .checksums import PART_ALGORITHM, ChecksumAlgorithm, b64, composite, new, reported
 from .config import Config
 from .errors import TemporaryError, UpstreamError

@@ -5,10 +5,14 @@ Kinds:
   `shape`, 401 the expired-token body, 502 an HTML gateway page, others the Error body).
 - "reset": send headers and `after_bytes` of the body, then reset the connection (TCP RST).
 - "truncate": send headers (full Content-Length) and `after_bytes`, then close cleanly.
-- "stall": send `after_bytes`, pause `stall_s` seconds, then finish the body normally.
+- "stall": send `after_bytes`, pause `stall_s` seconds (or until `release` is set, if given),
+  then finish the body normally.
 - "expire": move the simulator's clock forward by `advance_s` (None: the signed-URL lifetime plus
   one second) before handling the request, so its signed URL, and every one issued as long ago,
   has expired (a CDN route then answers 403): a slow transfer without the wait.
+
+`user`: only requests whose URL names this user (its URN or permalink, as the agent sends it),
+for the user and tracks_page routes.
 
 Route names: token, resolve, user, tracks_page, track, download, streams, hls, preview,
 cdn (original file), cdn_playlist, cdn_segment (an HLS media segment, or the one file of a
@@ -18,7 +22,7 @@ byte-range rendition), cdn_init (an EXT-X-MAP init section), cdn_preview, or "*"
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 KINDS = ("status", "reset", "truncate", "stall", "expire")
 
@@ -36,14 +40,17 @@ class Fault:
     shape: str | None = None  # 429 body shape ("errors" | "spam"); None = the simulator's
     retry_after_s: int | None = None  # adds a Retry-After header to status faults
     advance_s: float | None = None  # "expire": clock step; None = url_ttl_s + 1
+    user: str | None = None  # only requests naming this user (user and tracks_page routes)
+    release: threading.Event | None = field(default=None, compare=False)  # ends a "stall"
     fired: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"fault kind must be one of {KINDS}")
 
-    def matches(self, route: str, track_id: int | None) -> bool:
-        return self.route in ("*", route) and self.track_id in (None, track_id)
+    def matches(self, route: str, track_id: int | None, user: str | None = None) -> bool:
+        return (self.route in ("*", route) and self.track_id in (None, track_id)
+                and self.user in (None, user))
 
 
 class FaultPlan:
@@ -66,11 +73,11 @@ class FaultPlan:
         with self._lock:
             self._faults.clear()
 
-    def take(self, route: str, track_id: int | None) -> Fault | None:
+    def take(self, route: str, track_id: int | None, user: str | None = None) -> Fault | None:
         """The fault to apply to this request, if any (counts it as fired)."""
         with self._lock:
             for fault in self._faults:
-                if not fault.matches(route, track_id):
+                if not fault.matches(route, track_id, user):
                     continue
                 if fault.times is not None and fault.fired >= fault.times:
                     continue

@@ -145,8 +145,10 @@ class SimHandler(BaseHTTPRequestHandler):
             self.sim.counters.incr(route)
             if route.startswith("cdn"):
                 self.sim.counters.incr("cdn_requests")
-            key = match.groupdict().get("key") if not route.startswith(("user", "tracks_")) else None
-            self.fault = self.sim.faults.take(route, _track_id_of(key))
+            named_user = route.startswith(("user", "tracks_"))
+            key = match.groupdict().get("key")
+            self.fault = self.sim.faults.take(route, None if named_user else _track_id_of(key),
+                                              unquote(key) if named_user and key else None)
             if self.fault:
                 self.sim.counters.incr("faults_fired")
                 if self.fault.kind == "status":
@@ -615,7 +617,10 @@ class SimHandler(BaseHTTPRequestHandler):
                 if fault.kind == "truncate":
                     self.close_connection = True
                     return
-                self.sim.stopping.wait(fault.stall_s)
+                if fault.release is not None:
+                    fault.release.wait(fault.stall_s)
+                else:
+                    self.sim.stopping.wait(fault.stall_s)
                 fault = None
             if chunked:
                 self.wfile.write(b"%x\r\n" % len(view))

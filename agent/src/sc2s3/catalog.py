@@ -1,0 +1,277 @@
+"""sc2s3.catalog
+~~~~~~~~~~~~~~~
+
+The per-account catalog, ``{prefix}{user_urn}/catalog.json`` (contract: docs/archive.md): every
+archived revision of the account's tracks, with its key, version id, size, S3 checksum and the
+whole file's SHA-256. One JSON object a person can read with the AWS CLI alone.
+
+A catalog is bookkeeping, not the archive: it can be rebuilt from the objects it describes, so
+it is written in batches (:class:`AccountCatalog`), and its old versions expire under the
+bucket's lifecycle rule for objects tagged :data:`BOOKKEEPING_TAG`. A revision that landed in S3
+but is not in the catalog yet (a crash between two saves) is found by the next pass with one
+listing and recorded without a play (:mod:`sc2s3.archiver`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .archive import Layout, list_user_urns, utc_now
+from .checksums import ChecksumAlgorithm
+from .errors import Sc2s3Error, TemporaryError
+from .leases import Lease
+from .logs import log
+from .s3 import get_object_body
+from .soundcloud import USER_URN
+
+CATALOG_FORMAT = "sc2s3-catalog/1"
+# The object tag the bucket's lifecycle rule expires noncurrent versions by (roles/sc2s3_aws).
+BOOKKEEPING_TAG = "sc2s3-kind=bookkeeping"
+
+# Batching (AccountCatalog): a save once the revisions waiting for it number as many as the
+# catalog held at its last save (so a first mirror of n tracks writes under 2 x its final size,
+# plus the last save), but at least MIN_BATCH; or once they hold FLUSH_AUDIO_BYTES of audio (what
+# a crash can make the next pass read back to record them); or FLUSH_INTERVAL_S after the first
+# of them (so `status` follows a long pass).
+MIN_BATCH = 32
+FLUSH_AUDIO_BYTES = 1024**3
+FLUSH_INTERVAL_S = 600.0
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Revision(_Model):
+    """One archived version of a track's audio."""
+
+    revision: int = Field(ge=1)
+    key: str
+    json_key: str
+    source: str
+    content_type: str
+    size: int = Field(ge=0)                  # bytes
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    s3_checksum: str                         # as S3 reports it: base64, or base64-N (COMPOSITE)
+    checksum_algorithm: ChecksumAlgorithm = "SHA256"  # the default: entries of sc2s3 0.2
+    part_size: int = Field(gt=0)             # bytes per multipart part
+    version_id: str | None = None
+    archived_at: str
+    cdn_etag: str | None = None              # the original's identity on the CDN, for re-checks
+    cdn_size: int | None = None
+
+
+class MetadataEdit(_Model):
+    """The track's API JSON after an edit upstream (title, description, artwork ...)."""
+
+    key: str
+    sha256: str                              # of the JSON without its counters (metadata_digest)
+    saved_at: str
+
+
+class TrackEntry(_Model):
+    title: str = ""
+    permalink_url: str | None = None
+    revisions: list[Revision] = Field(default_factory=list)
+    deleted_upstream_at: str | None = None
+    checked_at: str | None = None            # last re-check of the original against the CDN
+    metadata_sha256: str | None = None       # metadata_digest of the newest stored JSON
+    metadata_edits: list[MetadataEdit] = Field(default_factory=list)
+
+    @property
+    def latest(self) -> Revision | None:
+        return self.revisions[-1] if self.revisions else None
+
+
+class Catalog(_Model):
+    """Everything archived for one account: ``tracks`` maps track URN -> :class:`TrackEntry`."""
+
+    format: str = CATALOG_FORMAT
+    user_urn: str = Field(pattern=USER_URN.pattern)
+    permalink: str = ""
+    username: str = ""
+    updated_at: str = ""
+    tracks: dict[str, TrackEntry] = Field(default_factory=dict)
+
+    def merge(self, other: Catalog) -> None:
+        """Fold ``other`` (a copy written meanwhile, e.g. by a holder whose lease had just
+        expired) into this one, losing no revision or edit."""
+        for urn, theirs in other.tracks.items():
+            mine = self.tracks.setdefault(urn, theirs)
+            known = {revision.key for revision in mine.revisions}
+            mine.revisions.extend(r for r in theirs.revisions if r.key not in known)
+            mine.revisions.sort(key=lambda r: r.revision)
+            # deleted_upstream_at stays ours: the account's holder listed it last.
+            edits = {edit.key for edit in mine.metadata_edits}
+            mine.metadata_edits.extend(e for e in theirs.metadata_edits if e.key not in edits)
+            mine.checked_at = max(filter(None, (mine.checked_at, theirs.checked_at)), default=None)
+
+
+def _serialized(catalog: Catalog, **options) -> bytes:
+    # Bytes straight from pydantic-core: a 10,000-track catalog is ~10 MB, kept once.
+    return Catalog.__pydantic_serializer__.to_json(catalog, **options)
+
+
+def _content_digest(catalog: Catalog) -> str:
+    # What the catalog says, leaving out when it was last written.
+    return hashlib.sha256(_serialized(catalog, exclude={"updated_at"})).hexdigest()
+
+
+class CatalogStore:
+    """Reads and writes catalogs in the bucket.
+
+    Writes are fenced by the account's lease and conditional (``IfMatch`` on the ETag read,
+    ``IfNoneMatch='*'`` for a new catalog). On 412 the lease is renewed: if it was lost the write
+    is dropped (:class:`~sc2s3.leases.LeaseLost`); if it still holds, the copy another writer left
+    (a holder whose lease had just expired, an older agent) is merged in and the write retried, so
+    no revision is ever lost.
+    """
+
+    def __init__(self, s3, bucket: str, layout: Layout):
+        self.s3, self.bucket, self.layout = s3, bucket, layout
+        self._etags: dict[str, str | None] = {}
+        self._stored: dict[str, str] = {}  # user URN -> content digest of the catalog in S3
+        self._lock = threading.Lock()
+
+    def list_user_urns(self) -> list[str]:
+        """URNs of every account with a folder under the prefix. :raises TemporaryError:"""
+        return list_user_urns(self.s3, self.bucket, self.layout)
+
+    def load(self, user_urn: str) -> Catalog:
+        """The account's catalog (empty when none exists). :raises Sc2s3Error: if it is invalid."""
+        key = self.layout.catalog(user_urn)
+        catalog, etag = self._get(key, user_urn)
+        self._etags[user_urn] = etag
+        if catalog is not None:
+            self._stored[user_urn] = _content_digest(catalog)
+        return catalog or Catalog(user_urn=user_urn)
+
+    def _get(self, key: str, user_urn: str) -> tuple[Catalog | None, str | None]:
+        body, etag = get_object_body(self.s3, self.bucket, key)
+        if body is None:
+            return None, None
+        try:
+            catalog = Catalog.model_validate_json(body)
+        except ValidationError as exc:
+            raise Sc2s3Error(f"{key} is not a valid sc2s3 catalog; fix or remove it: "
+                             f"{exc.errors()[0]['msg']}") from exc
+        if catalog.user_urn != user_urn:
+            raise Sc2s3Error(f"{key} belongs to {catalog.user_urn}, not {user_urn}")
+        return catalog, etag
+
+    def changed(self, catalog: Catalog) -> bool:
+        """``catalog`` says something the copy last read or written does not."""
+        with self._lock:
+            return self._stored.get(catalog.user_urn) != _content_digest(catalog)
+
+    def save(self, catalog: Catalog, lease: Lease | None = None) -> None:
+        """Write ``catalog`` (merged with any concurrent remote change), unless it is what S3
+        already holds: an idle cycle must not add a version to a versioned bucket.
+
+        :param lease: the account's lease (None: unfenced, for tools outside a fleet).
+        :raises TemporaryError: S3 unreachable, or the catalog keeps changing remotely.
+        :raises LeaseLost: another process holds the account now (nothing was written).
+        """
+        with self._lock:
+            key = self.layout.catalog(catalog.user_urn)
+            for _attempt in range(5):
+                digest = _content_digest(catalog)
+                if self._stored.get(catalog.user_urn) == digest:
+                    return
+                if lease is not None:
+                    lease.fence()
+                catalog.updated_at = utc_now()
+                etag = self._etags.get(catalog.user_urn)
+                condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+                try:
+                    answer = self.s3.put_object(
+                        Bucket=self.bucket, Key=key, ContentType="application/json",
+                        Body=_serialized(catalog, indent=1), Tagging=BOOKKEEPING_TAG,
+                        **condition)
+                    self._etags[catalog.user_urn] = answer.get("ETag")
+                    self._stored[catalog.user_urn] = digest
+                    return
+                except ClientError as exc:
+                    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                    if status not in (409, 412):
+                        raise TemporaryError(f"cannot write {key}: {exc}") from exc
+                except BotoCoreError as exc:
+                    raise TemporaryError(f"cannot write {key}: {exc}") from exc
+                if lease is not None:
+                    lease.store.renew(lease)  # raises LeaseLost if the writer took the account
+                remote, remote_etag = self._get(key, catalog.user_urn)
+                if remote is not None:
+                    catalog.merge(remote)
+                self._etags[catalog.user_urn] = remote_etag
+                self._stored.pop(catalog.user_urn, None)  # merged: it differs from S3 now
+                log.info("catalog changed remotely; merged", key=key)
+            raise TemporaryError(f"cannot write {key}: it keeps changing under us")
+
+
+
+class AccountCatalog:
+    """The catalog of one account during a pass, saved in batches (see the module doc); its
+    lease fences every save. Thread-safe: tracks are recorded from the transfer threads.
+
+    :param lease: gives the account's lease when a save needs it (the mirror takes it then:
+        a pass with nothing to write takes none); None: unfenced, for tools outside a fleet.
+    :param clock: monotonic seconds.
+    """
+
+    def __init__(self, store: CatalogStore, catalog: Catalog,
+                 lease: Callable[[], Lease] | None = None, clock=time.monotonic):
+        self.store, self.catalog, self.lease, self.clock = store, catalog, lease, clock
+        self.lock = threading.RLock()
+        self._saved_tracks = len(catalog.tracks)
+        self._pending = 0          # revisions recorded since the last save
+        self._pending_bytes = 0    # their audio bytes
+        self._pending_since: float | None = None
+
+    def record(self, track_urn: str, update) -> None:
+        """Apply ``update(catalog)`` (which records one revision of ``track_urn``, size in
+        bytes) and save the catalog if the batch is due.
+
+        A batch save that fails is logged and left to the next one (the pass ends with a save
+        that raises): the revision stays recorded in memory, and in S3 for a later pass to find.
+
+        :raises LeaseLost: another process holds the account now.
+        """
+        with self.lock:
+            size = update(self.catalog)
+            self._pending += 1
+            self._pending_bytes += size
+            if self._pending_since is None:
+                self._pending_since = self.clock()
+            if self._due():
+                try:
+                    self.save()
+                except TemporaryError as exc:
+                    log.warning("catalog save failed; retried with the next batch",
+                                user_urn=self.catalog.user_urn, error=str(exc))
+
+    def merge(self, other: Catalog) -> None:
+        """Fold in ``other`` (the catalog as S3 holds it now) and write on top of it next."""
+        with self.lock:
+            self.catalog.merge(other)
+
+    def _due(self) -> bool:
+        return (self._pending >= max(MIN_BATCH, self._saved_tracks)
+                or self._pending_bytes >= FLUSH_AUDIO_BYTES
+                or self.clock() - self._pending_since >= FLUSH_INTERVAL_S)
+
+    def save(self) -> None:
+        """Save now (a no-op when S3 holds the same content).
+
+        :raises TemporaryError: S3 unreachable. :raises LeaseLost: the account changed hands.
+        """
+        with self.lock:
+            if self.store.changed(self.catalog):
+                self.store.save(self.catalog, self.lease() if self.lease else None)
+            self._saved_tracks = len(self.catalog.tracks)
+            self._pending, self._pending_bytes, self._pending_since = 0, 0, None
