@@ -16,6 +16,7 @@ from sys_moto import NEWEST_DEBIAN_12_ARM64_AMI, Moto, moto_server
 from sys_paths import REPO, VENV_BIN
 from sys_playbook import PlaybookRun
 from test_bucket_policy import render_policies
+from test_lifecycle import TAG_RULE, render_lifecycle, state_rule
 
 PRODUCTION_INVENTORY = str(REPO / "inventory" / "production")
 BUCKET = "sc2s3-archive-test"
@@ -102,10 +103,16 @@ def test_bucket_is_versioned_encrypted_private_tls_only_and_never_overwritten(
         s3.get_object_lock_configuration(Bucket=BUCKET)
 
 
+def lifecycle_rules(moto: Moto) -> list[dict]:
+    return moto.client("s3").get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+
+
 @pytest.mark.timeout(60, func_only=True)
-def test_lifecycle_aborts_stale_uploads_and_tiers_old_versions(moto, first_run):
-    rules = moto.client("s3").get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
-    assert len(rules) == 1, rules
+def test_lifecycle_aborts_stale_uploads_tiers_old_versions_and_expires_old_bookkeeping(
+        moto, first_run, tmp_path):
+    rules = lifecycle_rules(moto)
+    print("lifecycle rules:\n" + json.dumps(rules, indent=1))
+    assert [r["ID"] for r in rules] == ["sc2s3-archive", state_rule("soundcloud/"), TAG_RULE]
     rule = rules[0]
     assert rule["Status"] == "Enabled"
     assert rule["Filter"] == {"Prefix": ""}  # the whole bucket
@@ -114,6 +121,16 @@ def test_lifecycle_aborts_stale_uploads_and_tiers_old_versions(moto, first_run):
         {"NoncurrentDays": 30, "StorageClass": "GLACIER"}]
     # The archive keeps every version: nothing expires.
     assert "Expiration" not in rule and "NoncurrentVersionExpiration" not in rule
+    # Bookkeeping loses its noncurrent versions after sc2s3_bookkeeping_noncurrent_days (30).
+    state, tagged = rules[1:]
+    assert state["Filter"] == {"Prefix": "soundcloud/state/"}
+    assert tagged["Filter"] == {"Tag": {"Key": "sc2s3-kind", "Value": "bookkeeping"}}
+    for bookkeeping in (state, tagged):
+        assert bookkeeping["Status"] == "Enabled"
+        assert bookkeeping["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
+        assert "Expiration" not in bookkeeping
+    # The very rules tests/test_lifecycle.py evaluates.
+    assert rules == render_lifecycle(tmp_path, INPUTS)["rules"]
 
 
 @pytest.mark.timeout(60, func_only=True)
@@ -138,6 +155,10 @@ def test_agent_role_has_only_the_archive_policy(moto, first_run):
     listing = statements["ListArchivePrefix"]
     assert (listing["Action"], listing["Resource"]) == ("s3:ListBucket", f"arn:aws:s3:::{BUCKET}")
     assert listing["Condition"] == {"StringLike": {"s3:prefix": "soundcloud/*"}}
+    # Tagging (catalog.json carries sc2s3-kind=bookkeeping) on catalog keys only.
+    tagging = statements["CatalogTag"]
+    assert (tagging["Effect"], tagging["Action"], tagging["Resource"]) == (
+        "Allow", "s3:PutObjectTagging", f"arn:aws:s3:::{BUCKET}/soundcloud/soundcloud:users:*/catalog.json")
     uploads = statements["ListArchiveUploads"]
     assert uploads["Action"] == "s3:ListBucketMultipartUploads"
     assert uploads["Resource"] == f"arn:aws:s3:::{BUCKET}"
@@ -208,11 +229,13 @@ def test_production_inventory_groups_the_fleet(moto, first_run):
 
 @pytest.mark.timeout(RUN_TIMEOUT_S + 30, func_only=True)
 def test_second_run_changes_nothing(moto, first_run):
+    rules = lifecycle_rules(moto)
     run = provision(moto)
     print(f"second provision: rc={run.rc} in {run.seconds:.0f} s, recap {run.recap()}")
     assert run.rc == 0, run.output[-6000:]
     assert run.recap()["localhost"]["changed"] == 0, run.output[-6000:]
     assert len(fleet_instances(moto)) == 2
+    assert lifecycle_rules(moto) == rules
 
 
 @pytest.mark.timeout(RUN_TIMEOUT_S + 30, func_only=True)

@@ -30,9 +30,12 @@ INPUTS = {
     "sc2s3_admin_cidrs": ["198.51.100.0/24"],
     "sc2s3_instance_count": 1,
     "sc2s3_object_lock_days": 30,
+    "sc2s3_bookkeeping_noncurrent_days": 9,  # tests/test_provision.py has the default (30)
 }
 TRACK = f"{PREFIX}soundcloud:users:1/soundcloud:tracks:2/r1/audio.mp3"
 LEASE = f"{PREFIX}state/leases/x.json"
+CATALOG = f"{PREFIX}soundcloud:users:1/catalog.json"
+BOOKKEEPING_TAG = {"TagSet": [{"Key": "sc2s3-kind", "Value": "bookkeeping"}]}
 FOREIGN = "other-tenant/secret.txt"
 RUN_TIMEOUT_S = 240
 
@@ -91,6 +94,21 @@ def test_bucket_was_created_with_object_lock(agent_s3):
 
 
 @pytest.mark.timeout(60, func_only=True)
+def test_bookkeeping_expires_after_the_days_asked_for(agent_s3):
+    moto, _ = agent_s3
+    moto.set_iam_enforcement(False)
+    try:
+        rules = moto.client("s3").get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+    finally:
+        moto.set_iam_enforcement(True)
+    expiring = {r["ID"]: r["NoncurrentVersionExpiration"] for r in rules
+                if "NoncurrentVersionExpiration" in r}
+    assert expiring == {f"sc2s3-bookkeeping-state:{PREFIX}state/": {"NoncurrentDays": 9},
+                        "sc2s3-bookkeeping-tagged": {"NoncurrentDays": 9}}, rules
+    assert not any("Expiration" in r for r in rules)
+
+
+@pytest.mark.timeout(60, func_only=True)
 def test_agent_can_mirror_under_its_prefix(agent_s3):
     _, s3 = agent_s3
     # A track as the agent writes it: multipart with per-part SHA-256, listed, completed.
@@ -106,9 +124,13 @@ def test_agent_can_mirror_under_its_prefix(agent_s3):
         Bucket=BUCKET, Key=TRACK, UploadId=upload,
         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"],
                                     "ChecksumSHA256": part["ChecksumSHA256"]}]})
-    # Catalog and state objects: single PUTs under the prefix.
-    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}soundcloud:users:1/catalog.json", Body=b"{}",
-                  ChecksumAlgorithm="SHA256")
+    # Catalog and state objects: single PUTs under the prefix. The catalog carries the tag the
+    # lifecycle rule expires its old versions by (moto authorizes only s3:PutObject for it; the
+    # s3:PutObjectTagging that S3 also requires is checked here with PutObjectTagging, and in
+    # tests/test_lifecycle.py against the policy document).
+    s3.put_object(Bucket=BUCKET, Key=CATALOG, Body=b"{}", ChecksumAlgorithm="SHA256",
+                  Tagging="sc2s3-kind=bookkeeping")
+    s3.put_object_tagging(Bucket=BUCKET, Key=CATALOG, Tagging=BOOKKEEPING_TAG)
     s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}state/host-1.json", Body=b"{}",
                   ChecksumAlgorithm="SHA256")
     # Read back for verify/restore, by key and by version.
@@ -167,6 +189,11 @@ DENIED = {
         Bucket=BUCKET, Key="elsewhere/x", Body=b"x", ChecksumAlgorithm="SHA256"),
     "GetObject outside the prefix": lambda s3, version: s3.get_object(
         Bucket=BUCKET, Key=FOREIGN),
+    # Tagged sc2s3-kind=bookkeeping, the archive would lose noncurrent versions: catalogs only.
+    "PutObjectTagging of an archive object": lambda s3, version: s3.put_object_tagging(
+        Bucket=BUCKET, Key=TRACK, Tagging=BOOKKEEPING_TAG),
+    "PutObjectTagging of a lease": lambda s3, version: s3.put_object_tagging(
+        Bucket=BUCKET, Key=LEASE, Tagging=BOOKKEEPING_TAG),
 }
 
 
