@@ -17,37 +17,32 @@ with ``public: true`` so the role's defaults and vars apply) and writes ``_sc2s3
 and ``_sc2s3_agent_policy`` through ``to_json``, as tasks/bucket.yml and tasks/iam.yml pass
 them to AWS. tests/test_provision.py checks that provision.yml stores exactly this bucket
 policy. No sandbox is used: ansible-playbook on localhost, and for the end-to-end test a
-SeaweedFS server, the SoundCloud simulator and a recording proxy, all on loopback.
+SeaweedFS server, the SoundCloud simulator and a recording proxy, all on loopback
+(tests/sys_agent_run.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-from sys_paths import REPO, VENV_BIN
+from sys_agent_run import record_agent_run
+from sys_paths import REPO
 from sys_playbook import run_playbook
 
-# The agent's test support (SeaweedFS, the proxy, the simulator) is not an installed package.
+# The agent's test support (the proxy's operation names) is not an installed package.
 sys.path.insert(0, str(REPO / "agent" / "tests"))
 from sc2s3.archive import Layout
 from sc2s3.fleet import Fleet
 from sc2s3.leases import Holder, LeaseStore
 from sc2s3.plays import FleetPlayBudget
 from sc2s3.resume import ResumeStore
-from soundcloud_sim import Catalog, Simulator, Track, User
-from support.ports import free_loopback_ports
-from support.s3_faults import S3FaultProxy, object_operation
-from support.seaweedfs import SeaweedFS
+from support.s3_faults import object_operation
 
 BUCKET = "sc2s3-policy-eval"
 PREFIX = "soundcloud/"  # the role's default; the first rendering does not set it
@@ -368,34 +363,9 @@ def test_the_admin_is_bound_too(policies):
 
 # -- a real agent run -------------------------------------------------------------------------
 
-MIB = 1024 * 1024
-CLIENT_ID, CLIENT_SECRET = "policy-client", "policy-secret-do-not-log"
 RUN_PREFIX = PREFIX
-AGENT = VENV_BIN / "sc2s3"
 # The recorded run (a fixture) is bounded by its own timeouts; the test itself only evaluates.
 EVALUATE_TIMEOUT_S = 60
-
-
-class RecordingProxy(S3FaultProxy):
-    """The test proxy, also keeping each request's method, path, query and headers."""
-
-    def __init__(self, upstream_url: str):
-        self.seen: list[tuple[str, str, dict[str, str]]] = []
-        super().__init__(upstream_url)
-
-    def _handler(self):
-        base, proxy = super()._handler(), self
-
-        class Recording(base):
-            def _forward(self):
-                headers = {name.lower(): value for name, value in self.headers.items()}
-                with proxy._lock:
-                    proxy.seen.append((self.command, self.path, headers))
-                super()._forward()
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-        return Recording
 
 
 def classify(method: str, target: str, headers: dict[str, str]) -> Request:
@@ -444,98 +414,14 @@ def key_kind(key: str) -> str:
     return found[0]
 
 
-def write_agent_config(path: Path, sim: Simulator, endpoint: str, state_dir: Path,
-                       health_port: int) -> Path:
-    secret = path.with_name("client_secret")
-    secret.write_text(CLIENT_SECRET + "\n")
-    path.write_text(f"""\
-[soundcloud]
-api_url = "{sim.base_url}"
-auth_url = "{sim.base_url}"
-client_id = "{CLIENT_ID}"
-client_secret_file = "{secret}"
-accounts = ["band-one"]
-
-[s3]
-bucket = "{BUCKET}"
-prefix = "{RUN_PREFIX}"
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-
-[agent]
-state_dir = "{state_dir}"
-poll_interval_s = 1
-concurrency = 2
-part_size_mib = 5
-recheck_interval_s = 0.001
-lease_ttl_s = 30
-health_listen = "127.0.0.1:{health_port}"
-""")
-    return path
-
-
-def run_agent(config: Path, env: dict, *args: str) -> None:
-    done = subprocess.run([str(AGENT), *args, "--config", str(config)], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
-def run_daemon_until(config: Path, env: dict, seen, what: str, timeout_s: float = 60) -> None:
-    """``sc2s3 run`` until ``seen()`` holds, then SIGTERM (it releases its lease, writes a
-    stopped heartbeat) and wait for it to exit."""
-    process = subprocess.Popen([str(AGENT), "run", "--config", str(config)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not seen():
-            if process.poll() is not None or time.monotonic() > deadline:
-                out, err = process.communicate(timeout=10)
-                pytest.fail(f"sc2s3 run never got to {what} (rc={process.returncode}):\n"
-                            f"{out[-2000:]}{err[-3000:]}")
-            time.sleep(0.2)
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
-        assert process.returncode == 0, out[-2000:] + err[-3000:]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture
 def recorded_run(tmp_path):
-    """Every request of a real agent run through the proxy: ``mirror --once`` (a single-part and
-    a multipart track), again after a metadata edit and a replaced original (m1.json, r2), then
-    ``sc2s3 run`` until it has heartbeated and mirrored, stopped with SIGTERM."""
-    small = Track(id=11, title="one", size=1 * MIB)
-    large = Track(id=12, title="two", size=6 * MIB)
-    catalog = Catalog([User(id=7, permalink="band-one", username="Band One",
-                            tracks=[small, large])])
-    (health_port,) = free_loopback_ports(1)
-    with SeaweedFS(tmp_path / "s3") as seaweed, \
-            Simulator(catalog, client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim, \
-            RecordingProxy(seaweed.endpoint_url) as proxy:
-        seaweed.create_bucket(BUCKET, versioning=True)
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-               "AWS_ACCESS_KEY_ID": seaweed.access_key,
-               "AWS_SECRET_ACCESS_KEY": seaweed.secret_key, "AWS_EC2_METADATA_DISABLED": "true"}
-        config = write_agent_config(tmp_path / "config.toml", sim, proxy.endpoint_url,
-                                    tmp_path / "state", health_port)
-        run_agent(config, env, "mirror", "--once")
-        small.title, small.description = "one (final mix)", "with the horns"
-        large.revision += 1
-        run_agent(config, env, "mirror", "--once")
-        before = len(proxy.seen)
-
-        def heartbeat_and_lease() -> bool:
-            with proxy._lock:
-                daemon = [classify(*entry) for entry in proxy.seen[before:]]
-            puts = [key_kind(r.key) for r in daemon if r.operation == "PutObject"]
-            return "heartbeat" in puts and "lease" in puts
-        run_daemon_until(config, env, heartbeat_and_lease, "a heartbeat and a lease")
-        listed = seaweed.client().list_objects_v2(Bucket=BUCKET, Prefix=RUN_PREFIX)
-        stored = {item["Key"] for item in listed.get("Contents", [])}
-        return [classify(*entry) for entry in proxy.seen], stored
+    """Every request of a real agent run through the proxy (tests/sys_agent_run.py: ``mirror
+    --once`` with a single-part and a multipart track, again after a metadata edit and a
+    replaced original (m1.json, r2), then ``sc2s3 run`` until it has heartbeated and taken a
+    lease, stopped with SIGTERM), and the keys the bucket holds under the prefix after it."""
+    run = record_agent_run(tmp_path, BUCKET, RUN_PREFIX)
+    return [classify(*request) for request in run.requests], run.current_keys(RUN_PREFIX)
 
 
 @pytest.mark.timeout(EVALUATE_TIMEOUT_S, func_only=True)

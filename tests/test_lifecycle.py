@@ -16,50 +16,36 @@ tag), ``ObjectSizeGreaterThan``/``ObjectSizeLessThan`` and ``And`` of those) and
 other element, so a rule it cannot judge fails here instead of passing unjudged. What it does
 not prove: how S3 itself applies the rules (real S3 is never called).
 
-The real run is the one tests/test_bucket_policy.py records (SeaweedFS, the SoundCloud
-simulator, the real ``sc2s3 mirror --once`` twice around a metadata edit and a replaced
-original, then ``sc2s3 run`` until it has heartbeated and taken a lease), all on loopback; every
-version it leaves is listed with ListObjectVersions and its tags read with GetObjectTagging.
+The real run is the one tests/test_bucket_policy.py records too, tests/sys_agent_run.py
+(SeaweedFS, the SoundCloud simulator, the real ``sc2s3 mirror --once`` twice around a metadata
+edit and a replaced original, then ``sc2s3 run`` until it has heartbeated and taken a lease),
+all on loopback; every version it leaves is listed with ListObjectVersions and its tags read
+with GetObjectTagging.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
+from sys_agent_run import object_key, record_agent_run
 from sys_moto import moto_server
 from sys_paths import REPO
 from sys_playbook import run_playbook
 from test_bucket_policy import (
     ARCHIVE_KINDS,
     CAS_KINDS,
-    CLIENT_ID,
-    CLIENT_SECRET,
-    MIB,
     TRACK,
     UNCONDITIONAL_KINDS,
     USER,
-    RecordingProxy,
     agent_keys,
     matching,
-    run_agent,
-    run_daemon_until,
-    write_agent_config,
 )
-from test_bucket_policy import BUCKET as RUN_BUCKET
 from test_bucket_policy import RUN_PREFIX as PREFIX
-
-# The agent's test support (SeaweedFS, the proxy, the simulator) is not an installed package.
-sys.path.insert(0, str(REPO / "agent" / "tests"))
-from soundcloud_sim import Catalog, Simulator, Track, User
-from support.ports import free_loopback_ports
-from support.seaweedfs import SeaweedFS
 
 BUCKET = "sc2s3-lifecycle-eval"
 INPUTS = {"sc2s3_bucket": BUCKET, "sc2s3_admin_cidrs": ["198.51.100.0/24"]}
@@ -76,14 +62,19 @@ def state_rule(prefix: str) -> str:
     return f"sc2s3-bookkeeping-state:{prefix}state/"
 
 
-RENDER_PLAY = """\
-- name: Render the lifecycle rules and the agents' policy of sc2s3_aws
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  vars:
-    ansible_python_interpreter: "{{ ansible_playbook_python }}"
-  tasks:
+def localhost_play(name: str, tasks: str) -> str:
+    """A playbook of one play named ``name`` on the controller, with the Python running
+    ansible-playbook; ``tasks`` is the play's task list (items indented by four spaces)."""
+    return (f"- name: {name}\n"
+            "  hosts: localhost\n"
+            "  connection: local\n"
+            "  gather_facts: false\n"
+            "  vars:\n"
+            '    ansible_python_interpreter: "{{ ansible_playbook_python }}"\n'
+            "  tasks:\n" + tasks)
+
+
+RENDER_PLAY = localhost_play("Render the lifecycle rules and the agents' policy of sc2s3_aws", """\
     - name: Check the inputs and load the role's defaults and vars
       ansible.builtin.include_role:
         name: sc2s3_aws
@@ -95,7 +86,7 @@ RENDER_PLAY = """\
         mode: "0644"
         content: >-
           {{ {'rules': _sc2s3_lifecycle_rules, 'agent': _sc2s3_agent_policy} | to_json }}
-"""
+""")
 
 
 def render(workdir: Path, inputs: dict):
@@ -391,48 +382,11 @@ class RunVersion:
 def real_run(tmp_path_factory):
     """Every object version a real agent run leaves, with its tags, and the run's requests
     (method, path, headers)."""
-    tmp_path = tmp_path_factory.mktemp("run")
-    small = Track(id=11, title="one", size=1 * MIB)
-    large = Track(id=12, title="two", size=6 * MIB)
-    catalog = Catalog([User(id=7, permalink="band-one", username="Band One",
-                            tracks=[small, large])])
-    (health_port,) = free_loopback_ports(1)
-    with SeaweedFS(tmp_path / "s3") as seaweed, \
-            Simulator(catalog, client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim, \
-            RecordingProxy(seaweed.endpoint_url) as proxy:
-        seaweed.create_bucket(RUN_BUCKET, versioning=True)
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-               "AWS_ACCESS_KEY_ID": seaweed.access_key,
-               "AWS_SECRET_ACCESS_KEY": seaweed.secret_key, "AWS_EC2_METADATA_DISABLED": "true"}
-        config = write_agent_config(tmp_path / "config.toml", sim, proxy.endpoint_url,
-                                    tmp_path / "state", health_port)
-        run_agent(config, env, "mirror", "--once")
-        small.title, small.description = "one (final mix)", "with the horns"
-        large.revision += 1
-        run_agent(config, env, "mirror", "--once")
-        before = len(proxy.seen)
-
-        def heartbeat_and_lease() -> bool:
-            with proxy._lock:
-                puts = [unquote(urlsplit(path).path) for method, path, _ in proxy.seen[before:]
-                        if method == "PUT"]
-            return (any("/state/hosts/" in p for p in puts)
-                    and any("/state/leases/" in p for p in puts))
-        run_daemon_until(config, env, heartbeat_and_lease, "a heartbeat and a lease")
-
-        s3 = seaweed.client()
-        versions = []
-        for page in s3.get_paginator("list_object_versions").paginate(Bucket=RUN_BUCKET):
-            assert not page.get("DeleteMarkers"), page["DeleteMarkers"]  # the agent deletes nothing
-            for item in page.get("Versions", []):
-                tags = s3.get_object_tagging(Bucket=RUN_BUCKET, Key=item["Key"],
-                                             VersionId=item["VersionId"])["TagSet"]
-                versions.append(RunVersion(
-                    Version(item["Key"], {t["Key"]: t["Value"] for t in tags}, item["Size"]),
-                    item["VersionId"], item["IsLatest"]))
-        with proxy._lock:
-            requests = list(proxy.seen)
-    return versions, requests
+    run = record_agent_run(tmp_path_factory.mktemp("run"), BUCKET, PREFIX)
+    assert run.delete_markers == [], run.delete_markers  # the agent deletes nothing
+    versions = [RunVersion(Version(v.key, v.tags, v.size), v.version_id, v.latest)
+                for v in run.versions]
+    return versions, run.requests
 
 
 def test_a_real_run_left_every_kind_of_version(real_run):
@@ -475,7 +429,7 @@ def test_the_state_rule_expires_every_state_version_of_a_real_run(rendered, real
 
 
 def request_key(path: str) -> str:
-    return unquote(urlsplit(path).path).partition(f"/{RUN_BUCKET}/")[2]
+    return object_key(path, BUCKET)
 
 
 def tagging_requests(requests) -> list[tuple[str, dict[str, str]]]:
@@ -519,21 +473,14 @@ def test_the_tag_rule_expires_the_catalog_versions_of_a_real_run(rendered, real_
 
 # -- the role's module on moto ----------------------------------------------------------------
 
-MODULE_PLAY = """\
-- name: Set the bucket's lifecycle rules as tasks/bucket.yml does
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  vars:
-    ansible_python_interpreter: "{{ ansible_playbook_python }}"
-  tasks:
+MODULE_PLAY = localhost_play("Set the bucket's lifecycle rules as tasks/bucket.yml does", """\
     - name: Set the lifecycle rules
       sc2s3_s3_lifecycle:
         name: "{{ bucket }}"
         rules: "{{ rules }}"
         region: us-east-1
         endpoint_url: "{{ sc2s3_aws_endpoint_url }}"
-"""
+""")
 FOREIGN_RULE = {"ID": "logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"},
                 "Expiration": {"Days": 3}}
 # What community.aws.s3_lifecycle wrote before the role set its rules itself.

@@ -185,7 +185,8 @@ class _Holding:
                     raise LeaseLost(f"{self.account} was handed over")
                 fleet.take(self.account)
             lease = self._stack.enter_context(fleet.working(self.account))
-            self.catalog.merge(mirror.catalogs.load(self.user.urn))
+            if self.catalog is not None:  # read before the lease was taken
+                self.catalog.merge(mirror.catalogs.load(self.user.urn))
             mirror.store.put_json(mirror.layout.user_json(self.user.urn), self.user.raw,
                                   overwrite=True)
             config = mirror.config
@@ -301,11 +302,13 @@ class Mirror:
     def _mirror_account(self, account: str, result: CycleResult, dry_run: bool) -> None:
         user = self.soundcloud.resolve_user(account)
         with _Holding(self, account, user) as holding:
+            if self.fleet.member and not dry_run:
+                holding.acquire()  # held already: the pass marks it busy for hand-overs
             holding.catalog = catalog = AccountCatalog(
                 self.catalogs, self.catalogs.load(user.urn), None if dry_run else holding.lease)
             catalog.catalog.permalink, catalog.catalog.username = user.permalink, user.username
-            if self.fleet.member and not dry_run:
-                holding.acquire()  # held already: the pass marks it busy for hand-overs
+            if holding.current is not None:
+                holding.current.catalog = catalog
             listing = Listing()
             sorter = JobSorter(self.upstream, self.failures.due, self.upstream.recheck_cap())
             window = _Window(QUEUED_PER_ACCOUNT * self.concurrency)
