@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -108,22 +109,44 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
+class _OneLineUsageError(click.UsageError):
+    """A usage error (exit 2) shown as one line, without click's usage block."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"sc2s3: {self.format_message()}", file=file, err=file is None)
+
+
+def _sample_size(_ctx, _param, value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not re.fullmatch(r"[0-9]+", value) or int(value) < 1:
+        raise _OneLineUsageError(f"--sample takes a whole number of revisions, 1 or more "
+                                 f"(got {value!r}), e.g. --sample 100")
+    return int(value)
+
+
 @cli.command()
 @config_option
-def verify(config_file: str | None) -> None:
+@click.option("--sample", metavar="N", callback=_sample_size,
+              help="Check N archived revisions picked at random across every account, not all "
+                   "(N >= 1; a drill for large archives).")
+def verify(config_file: str | None, sample: int | None) -> None:
     """Re-read every archived object and check its checksums; exit 1 on any mismatch."""
-    from .verify import verify_archive
+    from .verify import PassProgress, verify_archive
 
     config = _load(config_file)
-    reporter = make_reporter()
+    progress = PassProgress("verify")
     try:
-        result = verify_archive(config, make_s3_client(config), reporter)
+        result = verify_archive(config, make_s3_client(config), progress, sample=sample,
+                                on_problem=lambda problem: click.echo(f"FAILED {problem}", err=True))
     finally:
-        reporter.close()
-    for problem in result.problems:
-        click.echo(f"FAILED {problem}", err=True)
-    click.echo(f"verified {result.checked} objects, {result.bytes} bytes, "
-               f"{len(result.problems)} problems")
+        progress.close()
+    if result.sampled:
+        click.echo(f"verified {result.checked} objects (a random sample of the {result.recorded} "
+                   f"revisions recorded), {result.bytes} bytes, {result.problems} problems")
+    else:
+        click.echo(f"verified {result.checked} objects, {result.bytes} bytes, "
+                   f"{result.problems} problems")
     sys.exit(EXIT_TRACKS_FAILED if result.problems else EXIT_OK)
 
 
@@ -154,17 +177,17 @@ def restore(config_file: str | None, account: str, track_urn: str | None, to_dir
             overwrite: bool) -> None:
     """Restore an account's tracks from the archive, verified on the way down."""
     from .restore import restore as restore_tracks
+    from .verify import PassProgress
 
     config = _load(config_file)
-    reporter = make_reporter()
+    progress = PassProgress("restore")
     try:
         result = restore_tracks(config, make_s3_client(config), account, to_dir, track_urn,
-                                reporter, overwrite=overwrite)
+                                progress, overwrite=overwrite,
+                                on_problem=lambda problem: click.echo(f"FAILED {problem}", err=True))
     finally:
-        reporter.close()
-    for problem in result.problems:
-        click.echo(f"FAILED {problem}", err=True)
-    click.echo(f"restored {len(result.restored)} tracks into {to_dir}")
+        progress.close()
+    click.echo(f"restored {result.restored} tracks into {to_dir}")
     sys.exit(EXIT_TRACKS_FAILED if result.problems else EXIT_OK)
 
 

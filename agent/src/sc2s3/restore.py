@@ -7,6 +7,9 @@ then is it renamed into place. A file that fails the check is removed, never lef
 
 The catalog is not trusted: a revision's ``key`` and ``json_key`` must be the keys the archive
 layout gives that user, track and revision (:func:`revision_key_problems`) before anything is read.
+It is streamed (:mod:`sc2s3.catalog_stream`), so a large account restores in the memory of one
+track: checked whole first (its ``user_urn`` is its folder's, every entry valid), before anything
+is written, then walked one entry at a time.
 
 Nothing inside the target folder is followed if it is a symbolic link: the account folder is opened
 with ``O_NOFOLLOW``, and every file is created (``O_CREAT | O_EXCL | O_NOFOLLOW``), read, renamed
@@ -25,23 +28,26 @@ import re
 import secrets
 import stat
 import unicodedata
+from collections.abc import Callable
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from .archive import Layout
-from .catalog import Catalog, CatalogStore, Revision
+from .archive import Layout, list_user_urns
+from .catalog import Revision, TrackEntry
+from .catalog_stream import CatalogScan, scan_catalog
 from .config import Config
 from .errors import Sc2s3Error
 from .logs import log
 from .progress import Reporter
 from .s3 import get_object_body
+from .soundcloud import USER_URN
 from .verify import (
     AUDIO_NAME,
     READ_CHUNK,
     MissingObject,
+    PassProgress,
     check_revision,
-    iter_revisions,
     read_object_digest,
     revision_key_problems,
 )
@@ -89,12 +95,13 @@ def safe_filename(text: str) -> str:
 
 @dataclass
 class RestoreResult:
-    """``restored``: every file in place as the archive holds it (written now or, in
-    ``already_present`` too, found identical and left untouched); ``problems``: one line each."""
+    """``restored``: files in place as the archive holds them (written now or, counted in
+    ``already_present`` too, found identical and left untouched); ``problems``: how many were
+    handed to ``on_problem``, one line each."""
 
-    restored: list[Path] = field(default_factory=list)
-    already_present: list[Path] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    restored: int = 0
+    already_present: int = 0
+    problems: int = 0
 
 
 class _Folder:
@@ -205,61 +212,95 @@ def _describe(info: os.stat_result) -> str:
 
 
 def restore(config: Config, s3, account: str, to_dir: Path, track_urn: str | None = None,
-            reporter: Reporter | None = None, *, overwrite: bool = False) -> RestoreResult:
+            reporter: Reporter | None = None, *, overwrite: bool = False,
+            on_problem: Callable[[str], None] = lambda problem: None) -> RestoreResult:
     """Restore the latest revision of every track of ``account`` (permalink or user URN), or only
     ``track_urn``, into ``to_dir/<account>/``. A track whose catalog keys are not the layout's, whose
-    audio fails its check, or whose file exists and differs (without ``overwrite``) is reported in
-    :attr:`RestoreResult.problems` and skipped; a missing or invalid ``track.json`` is reported and
-    the verified audio restored without it. The other tracks carry on either way.
+    audio fails its check, or whose file exists and differs (without ``overwrite``) is reported
+    to ``on_problem`` and skipped; a missing or invalid ``track.json`` is reported and the
+    verified audio restored without it. The other tracks carry on either way.
 
-    :raises Sc2s3Error: when the account or track is not in the archive, or the account folder
-        cannot be made (a symbolic link or a file in its place).
+    The account's catalog is streamed (:mod:`sc2s3.catalog_stream`): checked whole first (it is
+    its folder's, valid to the end), then walked a track at a time; nothing is written before
+    every catalog restored from has passed, and every account folder is opened.
+
+    :raises Sc2s3Error: when the account or track is not in the archive, its catalog is not valid,
+        or the account folder cannot be made (a symbolic link or a file in its place).
     :raises TemporaryError: S3 unreachable.
     """
+    progress = reporter if isinstance(reporter, PassProgress) else None
     reporter = reporter or Reporter()
     layout = Layout(config.s3.prefix)
-    store = CatalogStore(s3, config.s3.bucket, layout)
     result = RestoreResult()
-    found_account = False
-    latest: dict[str, tuple[Catalog, Revision]] = {}
-    for catalog, urn, revision in iter_revisions(store, accounts=[account]):
-        found_account = True
-        if track_urn is None or urn == track_urn:
-            latest[urn] = (catalog, revision)  # revisions come in order: the last one wins
-    if not latest:
-        what = f"track {track_urn} of account {account}" if found_account else f"account {account}"
-        raise Sc2s3Error(f"{what} is not in the archive at s3://{config.s3.bucket}/"
-                         f"{config.s3.prefix}; check --account/--track")
+    # A user URN names its folder; a permalink is only known from the catalogs (all are read).
+    folders = ([account] if USER_URN.fullmatch(account)
+               else list_user_urns(s3, config.s3.bucket, layout))
     with ExitStack() as stack:
+        found_account, wanted, wanted_bytes = False, 0, 0
+        accounts: list[CatalogScan] = []
+        for user_urn in folders:
+            counts = _Wanted(track_urn)
+            scan = scan_catalog(s3, config.s3.bucket, layout, user_urn, counts.offer, keep=True)
+            if account not in (user_urn, scan.permalink):
+                scan.close()
+                continue
+            accounts.append(stack.enter_context(scan))
+            found_account = found_account or scan.revisions > 0
+            wanted += counts.tracks
+            wanted_bytes += counts.bytes
+        if not wanted:
+            what = f"track {track_urn} of account {account}" if found_account else f"account {account}"
+            raise Sc2s3Error(f"{what} is not in the archive at s3://{config.s3.bucket}/"
+                             f"{config.s3.prefix}; check --account/--track")
         try:
             to_dir.mkdir(parents=True, exist_ok=True)
             root = os.open(to_dir, os.O_RDONLY | _DIRECTORY)  # DIR itself is the caller's choice
         except OSError as exc:
             raise Sc2s3Error(f"cannot use --to {to_dir}: {exc.strerror}") from exc
         stack.callback(os.close, root)
-        folders: dict[str, _Folder] = {}
-        for catalog, _revision in latest.values():
-            name = safe_filename(catalog.permalink or catalog.user_urn)
-            if name not in folders:
-                folders[name] = _Folder.open(root, name, to_dir / name)
-                stack.callback(folders[name].close)
-        for urn, (catalog, revision) in sorted(latest.items()):
-            folder = folders[safe_filename(catalog.permalink or catalog.user_urn)]
-            problems = _restore_track(config, s3, layout, folder, catalog, urn, revision, reporter,
-                                      overwrite, result)
-            for problem in problems:
-                result.problems.append(problem)
-                log.error("restore problem", track_urn=urn, problem=problem)
+        folder_of: dict[str, _Folder] = {}
+        for scan in accounts:
+            name = safe_filename(scan.name)
+            if name not in folder_of:
+                folder_of[name] = _Folder.open(root, name, to_dir / name)
+                stack.callback(folder_of[name].close)
+        if progress is not None:
+            progress.expect(wanted, wanted_bytes)
+        for scan in accounts:
+            folder = folder_of[safe_filename(scan.name)]
+            for urn, entry in scan.entries():
+                if not entry.revisions or track_urn not in (None, urn):
+                    continue
+                revision = entry.revisions[-1]
+                problems = _restore_track(config, s3, layout, folder, scan.user_urn, urn, entry.title,
+                                          revision, reporter, overwrite, result)
+                for problem in problems:
+                    result.problems += 1
+                    log.error("restore problem", track_urn=urn, problem=problem)
+                    on_problem(problem)
+                if progress is not None:
+                    progress.done(revision.size)
     return result
 
 
-def _restore_track(config: Config, s3, layout: Layout, folder: _Folder, catalog: Catalog, urn: str,
-                   revision: Revision, reporter: Reporter, overwrite: bool,
+class _Wanted:
+    """Counts the tracks a restore writes (latest revisions; ``track_urn`` only, if given)."""
+
+    def __init__(self, track_urn: str | None):
+        self.track_urn, self.tracks, self.bytes = track_urn, 0, 0
+
+    def offer(self, urn: str, entry: TrackEntry) -> None:
+        if entry.revisions and self.track_urn in (None, urn):
+            self.tracks += 1
+            self.bytes += entry.revisions[-1].size
+
+
+def _restore_track(config: Config, s3, layout: Layout, folder: _Folder, user_urn: str, urn: str,
+                   title: str, revision: Revision, reporter: Reporter, overwrite: bool,
                    result: RestoreResult) -> list[str]:
-    problems = revision_key_problems(layout, catalog.user_urn, urn, revision)
+    problems = revision_key_problems(layout, user_urn, urn, revision)
     if problems:
         return problems
-    title = catalog.tracks[urn].title
     stem = safe_filename(f"{urn.rsplit(':', 1)[-1]} - {title}")
     audio_name = f"{stem}.{AUDIO_NAME.fullmatch(revision.key.rsplit('/', 1)[-1]).group(1)}"
     track_json, json_problem = _read_track_json(s3, config.s3.bucket, revision.json_key, urn)
@@ -272,9 +313,8 @@ def _restore_track(config: Config, s3, layout: Layout, folder: _Folder, catalog:
         return [*problems, f"{audio_path}: {exc.strerror or exc}"]
     if isinstance(state, list):  # problems: nothing restored
         return problems + state
-    result.restored.append(audio_path)
-    if state == "present":
-        result.already_present.append(audio_path)
+    result.restored += 1
+    result.already_present += state == "present"
     log.info("track restored", track_urn=urn, path=str(audio_path), already_present=state == "present")
     if track_json is not None:
         try:

@@ -7,6 +7,7 @@ cycle went (from ``state_dir/last_cycle.json``).
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,14 +16,16 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .archive import Layout
-from .catalog import CatalogStore
+from .archive import Layout, list_user_urns
+from .catalog_stream import scan_catalog
 from .config import Config
 from .failures import FAILURES_FILE, load_failures
 from .fleet import fleet_report, join
 from .state import write_atomic
 
 LAST_CYCLE_FILE = "last_cycle.json"
+# The text output lists at most this many failing tracks (``--json`` has them all).
+FAILING_SHOWN = 20
 
 
 def collect_status(config: Config, s3) -> dict:
@@ -30,19 +33,19 @@ def collect_status(config: Config, s3) -> dict:
     "failing_tracks": {urn: {...}}, "play_budget": {...}, "fleet": {...}}``: ``last_cycle`` and
     ``failing_tracks`` from this host's state_dir, the rest from the bucket (``play_budget`` is
     the fleet's, ``fleet`` as :func:`sc2s3.fleet.fleet_report` gives it)."""
-    store = CatalogStore(s3, config.s3.bucket, Layout(config.s3.prefix))
+    layout = Layout(config.s3.prefix)
     accounts = []
-    for user_urn in store.list_user_urns():
-        catalog = store.load(user_urn)
-        revisions = [r for e in catalog.tracks.values() for r in e.revisions]
+    for user_urn in list_user_urns(s3, config.s3.bucket, layout):
+        # Streamed: counted entry by entry, one account at a time (sc2s3.catalog_stream).
+        scan = scan_catalog(s3, config.s3.bucket, layout, user_urn)
         accounts.append({
             "user_urn": user_urn,
-            "permalink": catalog.permalink,
-            "tracks": sum(1 for e in catalog.tracks.values() if e.revisions),
-            "revisions": len(revisions),
-            "bytes": sum(r.size for r in revisions),
-            "deleted_upstream": sum(1 for e in catalog.tracks.values() if e.deleted_upstream_at),
-            "updated_at": catalog.updated_at,
+            "permalink": scan.permalink,
+            "tracks": scan.tracks,
+            "revisions": scan.revisions,
+            "bytes": scan.bytes,
+            "deleted_upstream": scan.deleted_upstream,
+            "updated_at": scan.updated_at,
         })
     state_dir = Path(config.agent.state_dir)
     fleet, budget = join(config, s3, member=False)
@@ -88,9 +91,13 @@ def print_status(status: dict, console: Console | None = None) -> None:
                   f"{budget['window_s'] / 3600:.0f} h, {budget['remaining']} left" + (
                       f"; blocked by SoundCloud until {_when(budget['blocked_until'])}"
                       if budget["blocked_until"] else ""))
-    for urn, failure in status["failing_tracks"].items():
+    failing = status["failing_tracks"]
+    for urn, failure in itertools.islice(failing.items(), FAILING_SHOWN):
         console.print(f"failing: {urn} ({failure['failures']} cycles): {failure['last_error']}",
                       markup=False)
+    if len(failing) > FAILING_SHOWN:
+        console.print(f"… and {len(failing) - FAILING_SHOWN:,} more failing tracks "
+                      f"({len(failing):,} in all; sc2s3 status --json lists every one)", markup=False)
 
 
 def _when(epoch: float) -> str:

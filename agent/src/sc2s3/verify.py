@@ -9,25 +9,45 @@ whichever algorithm S3 reports (:mod:`sc2s3.checksums`).
 The catalog is not trusted: a revision whose ``key`` or ``json_key`` is not the key the archive
 layout gives that user, track and revision (:func:`revision_key_problems`) is reported and never
 read, so a forged catalog cannot make verify (or restore) fetch another object of the bucket.
+
+Catalogs are streamed one account at a time (:mod:`sc2s3.catalog_stream`), so memory does not
+grow with the tracks or accounts; ``--sample N`` reads N revisions picked at random
+(:class:`_Sample`), and :class:`PassProgress` shows a pass over many objects.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
+import logging
+import random
 import re
+import sys
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
-from .archive import Layout
-from .catalog import Catalog, CatalogStore, Revision
+from .archive import Layout, list_user_urns
+from .catalog import Revision, TrackEntry
+from .catalog_stream import CatalogInvalid, scan_catalog
 from .checksums import PART_ALGORITHM, ChecksumAlgorithm, b64, composite, new, reported
 from .config import Config
 from .errors import TemporaryError, UpstreamError
 from .logs import log
-from .progress import Reporter
+from .progress import JSON_INTERVAL_S, JsonReporter, Reporter
 
 READ_CHUNK = 1024 * 1024
 
@@ -165,42 +185,201 @@ def revision_key_problems(layout: Layout, user_urn: str, track_urn: str,
     return problems
 
 
+class PassProgress(Reporter):
+    """Progress of a pass over many archived objects (``verify``, ``restore``), in constant
+    memory whatever their number.
+
+    On a terminal (stdout), rich bars: one for the pass (objects done of those known so far, with
+    bytes, rate and time left) and one for the object being read, reused from object to object.
+    Otherwise the JSON lines of :class:`~sc2s3.progress.JsonReporter` for each object, as for
+    every transfer, and every ``interval_s`` one ``<what> progress`` line with the pass's counts.
+
+    The pass calls :meth:`expect` as it learns what is to come (one catalog at a time), the
+    :class:`~sc2s3.progress.Reporter` methods around each object's bytes, and :meth:`done` after
+    each object, read or not (refused, found intact on disk, missing).
+    """
+
+    def __init__(self, what: str, interactive: bool | None = None, console: Console | None = None,
+                 interval_s: float = JSON_INTERVAL_S, clock=time.monotonic):
+        self.what, self.interval_s, self.clock = what, interval_s, clock
+        self.objects = self.objects_total = self.bytes = self.bytes_total = 0
+        self._current = 0  # bytes of the object in hand advanced so far
+        self._started = self._reported = clock()
+        if interactive is None:
+            interactive = sys.stdout.isatty()
+        self._json = None if interactive else JsonReporter(interval_s)
+        self._bars = None
+        if interactive:
+            # FAILED lines (stderr) are drawn above the bars only when stderr is this terminal too.
+            self._bars = Progress(
+                TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=console,
+                redirect_stderr=sys.stderr.isatty())
+            self._pass = self._bars.add_task(self._title(), total=0)
+            self._object = self._bars.add_task("", total=None, visible=False)
+            self._bars.start()
+            self._logs = _draw_logs_above(self._bars)
+
+    def _title(self) -> str:
+        return f"{self.what}: {self.objects:,} of {self.objects_total:,}"
+
+    def expect(self, objects: int, nbytes: int) -> None:
+        """``objects`` more objects, of ``nbytes`` bytes in all, are to come."""
+        self.objects_total += objects
+        self.bytes_total += nbytes
+        if self._bars is not None:
+            self._bars.update(self._pass, total=self.bytes_total, description=self._title())
+
+    def start(self, name, total):
+        self._current = 0
+        if self._json is not None:
+            return self._json.start(name, total)
+        self._bars.reset(self._object, total=total, description=name[:40], visible=True)
+        return self._object
+
+    def advance(self, handle, amount):
+        self._current += amount
+        self.bytes += amount
+        if self._json is not None:
+            self._json.advance(handle, amount)
+        else:
+            self._bars.advance(self._object, amount)
+            self._bars.advance(self._pass, amount)
+
+    def finish(self, handle):
+        if self._json is not None:
+            self._json.finish(handle)
+        else:
+            self._bars.update(self._object, visible=False)
+
+    def done(self, size: int) -> None:
+        """One object of ``size`` bytes is done with (its bytes not read count as done too)."""
+        rest = max(size - self._current, 0)
+        self._current = 0
+        self.objects += 1
+        self.bytes += rest
+        if self._bars is not None:
+            self._bars.update(self._pass, advance=rest, description=self._title())
+        elif self.clock() - self._reported >= self.interval_s:
+            self._emit(finished=False)
+
+    def _emit(self, finished: bool) -> None:
+        self._reported = now = self.clock()
+        elapsed = max(now - self._started, 1e-6)
+        rate = self.bytes / elapsed
+        left = self.bytes_total - self.bytes
+        log.info(f"{self.what} progress", objects=self.objects, total_objects=self.objects_total,
+                 bytes=self.bytes, total_bytes=self.bytes_total, rate_bytes_per_s=round(rate),
+                 eta_s=round(left / rate, 1) if rate and left > 0 and not finished else None,
+                 finished=finished)
+
+    def close(self) -> None:
+        if self._bars is not None:
+            self._bars.update(self._pass, description=self._title())
+            self._bars.stop()
+            for handler, stream in self._logs:
+                handler.setStream(stream)
+        else:
+            self._emit(finished=True)
+
+
+def _draw_logs_above(bars: Progress) -> list[tuple[logging.StreamHandler, object]]:
+    """Point the log handlers writing to the terminal's stdout at rich's stand-in for it while
+    ``bars`` are drawn, so log lines are printed above the bars rather than through them.
+    Returns what to put back: ``(handler, its stream)``."""
+    proxied = getattr(sys.stdout, "rich_proxied_file", None)  # set by bars.start()
+    moved = []
+    if proxied is not None:
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is proxied:
+                moved.append((handler, handler.setStream(sys.stdout)))
+    return moved
+
+
 @dataclass
 class VerifyResult:
+    """``checked``: objects read and checked; ``bytes`` read; ``problems`` found (each handed to
+    ``on_problem`` as it is found); ``recorded``: revisions in the valid catalogs; ``sampled``:
+    ``--sample`` picked what was checked."""
+
     checked: int = 0
     bytes: int = 0
-    problems: list[str] = field(default_factory=list)
+    problems: int = 0
+    recorded: int = 0
+    sampled: bool = False
 
 
-def iter_revisions(store: CatalogStore, accounts: list[str] | None = None):
-    """Yield ``(catalog, track_urn, revision)`` for every archived revision under the prefix."""
-    for user_urn in store.list_user_urns():
-        catalog: Catalog = store.load(user_urn)
-        if accounts and user_urn not in accounts and catalog.permalink not in accounts:
-            continue
-        for track_urn, entry in catalog.tracks.items():
-            for revision in entry.revisions:
-                yield catalog, track_urn, revision
+@dataclass(frozen=True)
+class _Pick:
+    """A revision to read: its account (folder), track and catalog record."""
+
+    user_urn: str
+    name: str
+    track_urn: str
+    revision: Revision
 
 
-def verify_archive(config: Config, s3, reporter: Reporter | None = None) -> VerifyResult:
-    """Re-read every archived revision and check it. Problems are listed, never repaired."""
+class _Sample:
+    """A uniform random sample of at most ``size`` items from a stream of unknown length, in
+    memory for ``size`` items: each item draws a random key, the ``size`` smallest keys win
+    (bottom-k sampling). Two samples merge into a sample of both streams, so an account's
+    candidates join the run's only once its whole catalog has proved valid."""
+
+    def __init__(self, size: int, rng: random.Random):
+        self.size, self.rng = size, rng
+        self._heap: list[tuple[float, int, _Pick]] = []  # (-key, tie-break, item): largest key on top
+        self._ties = itertools.count()
+
+    def offer(self, item: _Pick, key: float | None = None) -> None:
+        key = self.rng.random() if key is None else key
+        if len(self._heap) < self.size:
+            heapq.heappush(self._heap, (-key, next(self._ties), item))
+        elif key < -self._heap[0][0]:
+            heapq.heapreplace(self._heap, (-key, next(self._ties), item))
+
+    def merge(self, other: _Sample, name: str | None = None) -> None:
+        """Fold in ``other`` (its items keep their keys; ``name``: the account's, for them)."""
+        for negative_key, _tie, item in other._heap:
+            self.offer(item if name is None else replace(item, name=name), -negative_key)
+
+    def items(self) -> list[_Pick]:
+        return sorted((item for _key, _tie, item in self._heap),
+                      key=lambda p: (p.user_urn, p.track_urn, p.revision.revision))
+
+
+def verify_archive(config: Config, s3, reporter: Reporter | None = None, *,
+                   sample: int | None = None,
+                   on_problem: Callable[[str], None] = lambda problem: None) -> VerifyResult:
+    """Re-read every archived revision under the prefix (``sample``: that many picked at random
+    across every account) and check it. Problems are handed to ``on_problem`` one line each as
+    they are found, never repaired.
+
+    One account at a time, its catalog streamed twice (:mod:`sc2s3.catalog_stream`): first
+    checked whole (it is its folder's, valid to the end), then walked to read its objects. A
+    catalog that is not valid is one problem, and none of its objects is read. With ``sample``
+    every catalog is checked, and every revision's keys, before the picked objects are read.
+
+    :raises TemporaryError: S3 unreachable.
+    """
+    progress = reporter if isinstance(reporter, PassProgress) else None
     reporter = reporter or Reporter()
-    store = CatalogStore(s3, config.s3.bucket, Layout(config.s3.prefix))
-    result = VerifyResult()
-    for catalog, track_urn, revision in iter_revisions(store):
-        refused = revision_key_problems(store.layout, catalog.user_urn, track_urn, revision)
-        if refused:  # never read: the catalog points outside this revision's keys
-            for problem in refused:
-                result.problems.append(problem)
-                log.error("verify failed", key=revision.key, track_urn=track_urn, problem=problem)
-            continue
-        handle = reporter.start(f"{catalog.permalink or catalog.user_urn} {track_urn}",
-                                revision.size)
+    layout = Layout(config.s3.prefix)
+    result = VerifyResult(sampled=sample is not None)
+    # Unpredictable picks: no one who can write to the bucket can tell which objects a drill reads.
+    run_sample = _Sample(sample, random.SystemRandom()) if sample is not None else None
+
+    def problem(line: str, key: str, track_urn: str | None) -> None:
+        result.problems += 1
+        log.error("verify failed", key=key, track_urn=track_urn, problem=line)
+        on_problem(line)
+
+    def check(pick: _Pick) -> None:
+        revision, track_urn = pick.revision, pick.track_urn
+        handle = reporter.start(f"{pick.name} {track_urn}", revision.size)
         try:
             digest = read_object_digest(
                 s3, config.s3.bucket, revision.key, revision.version_id,
-                on_bytes=lambda n, h=handle: reporter.advance(h, n))
+                on_bytes=lambda n: reporter.advance(handle, n))
             problems = check_revision(digest, revision, track_urn)
             problems += _check_not_overwritten(s3, config.s3.bucket, revision)
             result.bytes += digest.size
@@ -209,9 +388,48 @@ def verify_archive(config: Config, s3, reporter: Reporter | None = None) -> Veri
         finally:
             reporter.finish(handle)
         result.checked += 1
-        for problem in problems:
-            result.problems.append(f"{revision.key}: {problem}")
-            log.error("verify failed", key=revision.key, track_urn=track_urn, problem=problem)
+        for text in problems:
+            problem(f"{revision.key}: {text}", revision.key, track_urn)
+
+    for user_urn in list_user_urns(s3, config.s3.bucket, layout):
+        account_sample = _Sample(sample, run_sample.rng) if run_sample is not None else None
+
+        def candidate(track_urn: str, entry: TrackEntry, folder=user_urn, picks=account_sample) -> None:
+            for revision in entry.revisions:  # only what verify would read: keys checked
+                if not revision_key_problems(layout, folder, track_urn, revision):
+                    picks.offer(_Pick(folder, "", track_urn, revision))
+
+        try:
+            scan = scan_catalog(s3, config.s3.bucket, layout, user_urn, keep=True,
+                                on_track=candidate if account_sample is not None else None)
+        except CatalogInvalid as exc:
+            problem(f"{exc}; none of its objects was read", layout.catalog(user_urn), None)
+            continue
+        with scan:
+            result.recorded += scan.revisions
+            if account_sample is None and progress is not None:
+                progress.expect(scan.revisions, scan.bytes)
+            for track_urn, entry in scan.entries():
+                for revision in entry.revisions:
+                    refused = revision_key_problems(layout, user_urn, track_urn, revision)
+                    for text in refused:  # never read: the catalog points outside this revision's keys
+                        problem(text, revision.key, track_urn)
+                    if account_sample is not None:
+                        continue
+                    if not refused:
+                        check(_Pick(user_urn, scan.name, track_urn, revision))
+                    if progress is not None:
+                        progress.done(revision.size)
+        if account_sample is not None:  # the account's catalog is valid: its picks may join
+            run_sample.merge(account_sample, scan.name)
+    if run_sample is not None:
+        picks = run_sample.items()
+        if progress is not None:
+            progress.expect(len(picks), sum(pick.revision.size for pick in picks))
+        for pick in picks:
+            check(pick)
+            if progress is not None:
+                progress.done(pick.revision.size)
     log.info("verify finished", checked=result.checked, bytes=result.bytes,
-             problems=len(result.problems))
+             problems=result.problems, recorded=result.recorded, sample=sample)
     return result
