@@ -99,10 +99,14 @@ class RichReporter(Reporter):
         self._lock = threading.Lock()
         self._progress.start()
 
+    def _task(self, handle):
+        # Finished tasks are removed (a label's 10,000 tracks would pile up): look up by id.
+        return next(task for task in self._progress.tasks if task.id == handle)
+
     def start(self, name, total):
         with self._lock:
             if total:
-                overall = self._progress.tasks[self._overall]
+                overall = self._task(self._overall)
                 self._progress.update(self._overall, total=(overall.total or 0) + total)
             return self._progress.add_task(name[:40], total=total)
 
@@ -111,12 +115,12 @@ class RichReporter(Reporter):
         self._progress.advance(self._overall, amount)
 
     def finish(self, handle):
-        task = self._progress.tasks[handle]
         with self._lock:
+            task = self._task(handle)
             if task.total is None:
-                overall = self._progress.tasks[self._overall]
+                overall = self._task(self._overall)
                 self._progress.update(self._overall, total=(overall.total or 0) + task.completed)
-        self._progress.update(handle, total=task.completed, visible=False)
+            self._progress.remove_task(handle)
 
     def close(self):
         self._progress.stop()
