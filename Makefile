@@ -96,10 +96,12 @@ demo: deps venv image
 demo-down: venv
 	$(SANDBOX) down
 
-# sc2s3 vs its peers on loopback (see bench/README.md); `make bench BENCH_ARGS=--quick` for a
-# smoke run. Not part of `make test`: it prints ratios and PASS/FAIL lines and exits 0.
+# sc2s3 vs its peers on loopback, then large accounts against the baseline agent (see
+# bench/README.md); `make bench BENCH_ARGS=--quick SCALE_ARGS=--quick` for a smoke run. Not part
+# of `make test`: it prints ratios, PASS/FAIL lines and tables and exits 0.
 bench: venv
 	command -v rclone >/dev/null && command -v curl >/dev/null || { apt-get update -q; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q rclone curl; }
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-bench.txt
 	$(BIN)/python bench/compare.py $(BENCH_ARGS)
+	$(BIN)/python bench/scale.py $(SCALE_ARGS)
