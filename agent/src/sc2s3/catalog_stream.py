@@ -7,12 +7,13 @@ of tracks and accounts. (A 10,000-track catalog is ~10 MB of JSON and ~30 MiB as
 objects; :meth:`sc2s3.catalog.CatalogStore.load` holds all of it, which the mirror needs and these
 commands do not.)
 
-The catalog's bytes come from S3's streaming body and are parsed member by member: every track
-entry is validated as it comes by the very pydantic models :class:`~sc2s3.catalog.Catalog` uses
-(its JSON text, so the rules are those of ``Catalog.model_validate_json``), handed to the caller
-and dropped. The other top-level fields (``format``, ``user_urn``, ``permalink``…) are small and
-are validated once the stream ends, wherever they stand in it: before ``tracks`` (as sc2s3 writes
-them) or after it.
+The catalog's bytes come from S3's streaming body and are parsed by ijson (its C backend, yajl):
+each member of ``tracks`` is built as a dict by ``kvitems``, validated by the very pydantic model
+:class:`~sc2s3.catalog.Catalog` uses for it (:class:`~sc2s3.catalog.TrackEntry`), handed to the
+caller and dropped. On the way, the parser's events of the top level are checked (an object of
+Catalog's keys, each once, whose ``tracks`` is an object) and the other top-level fields
+(``format``, ``user_urn``, ``permalink``…), small, are kept and validated once the stream ends,
+wherever they stand in it: before ``tracks`` (as sc2s3 writes them) or after it.
 
 Nothing of an account may be read or written before its whole catalog is checked: that its
 ``user_urn`` is its folder's, and that it is valid to the last byte. So :func:`scan_catalog` is a
@@ -22,163 +23,80 @@ a second pass, :meth:`CatalogScan.entries`, over the same bytes: the first pass 
 temporary file (in memory up to :data:`SPOOL_MEMORY_BYTES`), so the second reads exactly what was
 checked, not a version the daemon wrote meanwhile, with one GET.
 
-Stricter than ``model_validate_json`` in one way: a top-level key given twice (which sc2s3 never
-writes, and where pydantic silently keeps the last) makes the catalog invalid, since a second
-``user_urn`` or ``tracks`` would make the first pass check something other than what is read.
-A track URN given twice inside ``tracks`` is two entries: each is checked (and restored) on its
-own; remembering every URN to collapse them would cost memory in proportion to the tracks.
-
-How: the text is decoded from UTF-8 into a sliding window; the structure around the values
-(braces, commas, field names) is walked here, and each value is delimited by the json module's C
-scanner (``raw_decode``), then validated from its text by pydantic. A value cut by the end of the
-window is parsed again once more text has come (the window grows geometrically for a long one, up
-to :data:`MAX_VALUE_CHARS`).
+The verdicts are ``Catalog.model_validate_json``'s (CatalogStore.load's) but where yajl reads
+otherwise: a lone UTF-16 surrogate escape is "?" to it (no UTF-8 text can hold one, and sc2s3
+never writes one), and an integer beyond 64 bits is invalid (no size comes near). And for one rule
+of our own: a top-level key given twice (which sc2s3 never writes, and where pydantic silently
+keeps the last) makes the catalog invalid, since a second ``user_urn`` or ``tracks`` would make
+the first pass check something other than what is read. A track URN given twice inside ``tracks``
+is two entries: each is checked (and restored) on its own; remembering every URN to collapse them
+would cost memory in proportion to the tracks. One value (a track entry, a top-level field) may
+take at most :data:`MAX_VALUE_BYTES`, so a hostile catalog cannot take the memory.
 """
 
 from __future__ import annotations
 
-import codecs
-import json
-import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
+import ijson
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from .archive import Layout
 from .catalog import Catalog, TrackEntry
 from .errors import Sc2s3Error, TemporaryError
 
-READ_BYTES = 256 * 1024
+READ_BYTES = 64 * 1024
 SPOOL_MEMORY_BYTES = 1024 * 1024
 # The longest track entry (or other value) accepted: a real one is about 1 KB, plus ~0.7 KB per
 # further revision or metadata edit.
-MAX_VALUE_CHARS = 16 * 1024 * 1024
+MAX_VALUE_BYTES = 16 * 1024 * 1024
 
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
-# Values are only delimited with the json module (pydantic validates their text); mappings are
-# not built: an entry's dict would be thrown away at once.
-_DECODER = json.JSONDecoder(object_pairs_hook=lambda pairs: None)
-# How far from the end of the buffer a JSON error may be and still mean "the text goes on in the
-# next chunk" (a cut "-Infinity", "\\uXXXX" escape or surrogate pair): any other error is real.
-# A value ending this close to the end is read again with more text (a number may go on).
-_CUT_MARGIN = 16
-
+# The C backend, by name: ijson would fall back to its pure-Python one, slower and reading some
+# text otherwise (every wheel of the lock has it).
+_YAJL = ijson.get_backend("yajl2_c")
 _HEADER_FIELDS = {name: info for name, info in Catalog.model_fields.items() if name != "tracks"}
 # Catalog without "tracks": the top-level fields, with Catalog's own types and rules.
 CatalogHeader: type[BaseModel] = create_model(
     "CatalogHeader", __config__=ConfigDict(extra="forbid"),
     **{name: (info.annotation, info) for name, info in _HEADER_FIELDS.items()})
-_TRACKS = TypeAdapter(dict[str, TrackEntry])
 
 
 class CatalogInvalid(Sc2s3Error):
     """A catalog in the bucket is not valid JSON, not a valid sc2s3 catalog, or not its folder's."""
 
 
-class _Syntax(Exception):
-    def __init__(self, message: str, position: int):
-        super().__init__(f"invalid JSON at character {position}: {message}")
-
-
-class _Text:
-    """A UTF-8 byte stream as text in a sliding window: what was parsed is dropped."""
-
-    def __init__(self, read: Callable[[int], bytes], read_bytes: int = READ_BYTES):
-        self._read, self._read_bytes = read, read_bytes
-        self._decoder = codecs.getincrementaldecoder("utf-8")()
-        self.buf, self.pos, self.dropped, self.eof = "", 0, 0, False
-
-    def more(self) -> bool:
-        """Append the next bytes of the stream (at least as many as the buffer holds, so a long
-        value is parsed again O(1) times on average); False at its end."""
-        if self.eof:
-            return False
-        self.dropped += self.pos
-        self.buf, self.pos = self.buf[self.pos:], 0
-        while True:
-            data = self._read(max(self._read_bytes, len(self.buf)))
-            try:
-                text = self._decoder.decode(data, final=not data)
-            except UnicodeDecodeError as exc:
-                raise _Syntax(f"not UTF-8 ({exc.reason})", self.dropped + len(self.buf)) from exc
-            if not data:
-                self.eof = True
-                self.buf += text
-                return bool(text)
-            if text:
-                self.buf += text
-                return True
-
-    def skip_whitespace(self) -> None:
-        while True:
-            self.pos = _WHITESPACE.match(self.buf, self.pos).end()
-            if self.pos < len(self.buf) or not self.more():
-                return
-
-    def peek(self) -> str:
-        """The next character that is not white space ('' at the end)."""
-        self.skip_whitespace()
-        return self.buf[self.pos:self.pos + 1]
-
-    def char(self, allowed: str, what: str) -> str:
-        found = self.peek()
-        if not found or found not in allowed:
-            raise self.error(f"expected {what}, found {found or 'the end'!r}")
-        self.pos += 1
-        return found
-
-    def open_object(self) -> bool:
-        """Consume the ``{`` that opens an object; True when it is empty (``}`` consumed too)."""
-        self.char("{", "'{'")
-        if self.peek() == "}":
-            self.pos += 1
-            return True
-        return False
-
-    def value(self) -> tuple[object, str]:
-        """The next JSON value: ``(decoded, its text)`` (objects decode to None: only their text
-        is kept)."""
-        self.skip_whitespace()
-        while True:
-            try:
-                decoded, end = _DECODER.raw_decode(self.buf, self.pos)
-            except json.JSONDecodeError as exc:
-                cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.buf) - _CUT_MARGIN
-                if cut and not self.eof:
-                    self._grow()  # then parse again: the buffer has moved
-                    continue
-                raise self.error(exc.msg, exc.pos) from None
-            if end >= len(self.buf) - _CUT_MARGIN and not self.eof:
-                self._grow()  # a number cut short ("1" of "1.5e3") parses too: parse it whole
-                continue
-            text = self.buf[self.pos:end]
-            self.pos = end
-            return decoded, text
-
-    def string(self, what: str) -> str:
-        """The next value's text, which must be a JSON string."""
-        if self.peek() != '"':
-            raise self.error(f"expected {what} (a string)")
-        return self.value()[1]
-
-    def at_end(self) -> bool:
-        self.skip_whitespace()
-        return self.pos == len(self.buf) and self.eof
-
-    def _grow(self) -> bool:
-        if len(self.buf) - self.pos > MAX_VALUE_CHARS:
-            raise self.error(f"a value longer than {MAX_VALUE_CHARS} characters")
-        return self.more()
-
-    def error(self, message: str, position: int | None = None) -> _Syntax:
-        return _Syntax(message, self.dropped + (self.pos if position is None else position))
-
-
 TrackCallback = Callable[[str, TrackEntry], None]
+
+
+class _Source:
+    """``read(n) -> bytes`` as the file ijson reads, counting the bytes: where an error is, and
+    how long the value being parsed (``within``, since byte ``mark``) is so far."""
+
+    def __init__(self, read: Callable[[int], bytes]):
+        self._read = read
+        self.start = self.end = self.mark = 0  # the last chunk read: bytes start..end
+        self.within = "before the first field"
+
+    def read(self, size: int) -> bytes:
+        if not size:  # ijson's probe for bytes or text
+            return b""
+        data = self._read(size)
+        self.start, self.end = self.end, self.end + len(data)
+        # Never valid anywhere in JSON text, but white space to yajl (pydantic refuses them).
+        if b"\x0b" in data or b"\x0c" in data:
+            raise CatalogInvalid(f"invalid JSON {self.where}: a vertical tab or form feed")
+        if self.end - self.mark > MAX_VALUE_BYTES:
+            raise CatalogInvalid(f"more than {MAX_VALUE_BYTES} bytes in one value ({self.within})")
+        return data
+
+    @property
+    def where(self) -> str:
+        """Where the last chunk read is (where a JSON error found in it is)."""
+        return f"at byte {self.end}" if self.start == self.end else f"in bytes {self.start}-{self.end}"
 
 
 def parse_catalog(read: Callable[[int], bytes], on_track: TrackCallback | None = None,
@@ -191,66 +109,62 @@ def parse_catalog(read: Callable[[int], bytes], on_track: TrackCallback | None =
         or a top-level key given twice. ``on_track`` may have been called for entries before the
         problem: a caller acts on nothing before this returns.
     """
-    text = _Text(read, read_bytes)
-    header: dict[str, str] = {}
+    source, header = _Source(read), {}
+    events = _YAJL.parse(source, buf_size=read_bytes, use_float=True)
     try:
-        if text.peek() != "{":
-            # Not an object: pydantic's own words for what it is.
-            Catalog.model_validate_json(text.value()[1])
-        closed = text.open_object()
-        while not closed:
-            key_text = text.string("a field name")
-            key = json.loads(key_text)
-            text.char(":", "':'")
-            if key in header:
-                raise CatalogInvalid(f"field {key!r} is given twice")
-            if key == "tracks":
-                header[key] = ""
-                _parse_tracks(text, on_track or (lambda urn, entry: None))
-            elif key in _HEADER_FIELDS:
-                header[key] = text.value()[1]
-            else:
-                raise CatalogInvalid(f"Extra inputs are not permitted (field {key!r})")
-            closed = text.char(",}", "',' or '}'") == "}"
-        if not text.at_end():
-            raise text.error("extra data after the catalog")
-    except ValidationError as exc:
-        raise CatalogInvalid(_first_error(exc)) from exc
-    except _Syntax as exc:
-        raise CatalogInvalid(str(exc)) from exc
-    header.pop("tracks", None)
-    members = ", ".join(f"{json.dumps(name)}: {value}" for name, value in header.items())
+        for urn, value in _YAJL.kvitems(_checked(events, source, header), "tracks"):
+            entry = _entry(urn, value)
+            if on_track is not None:
+                on_track(urn, entry)
+    except ijson.JSONError as exc:
+        reason = exc.args[0] if exc.args else ""
+        if isinstance(reason, bytes):  # yajl's message quotes the text, which may not be UTF-8
+            reason = reason.decode("utf-8", "replace")
+        reason = reason.splitlines()[0] if reason else "not JSON"
+        raise CatalogInvalid(f"invalid JSON {source.where}: {reason}") from None
+    except UnicodeDecodeError as exc:  # what yajl's own check lets through
+        raise CatalogInvalid(f"not UTF-8 {source.where}: {exc.reason}") from None
     try:
-        return CatalogHeader.model_validate_json(f"{{{members}}}")
+        return CatalogHeader.model_validate(header)
     except ValidationError as exc:
         raise CatalogInvalid(_first_error(exc)) from exc
 
 
-def _parse_tracks(text: _Text, on_track: TrackCallback) -> None:
-    for urn, entry in _iter_tracks(text):
-        on_track(urn, entry)
+def _checked(events: Iterable[tuple[str, str, Any]], source: _Source,
+             header: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
+    """ijson's ``events``, passed on once the top level is seen to be a catalog's: an object of
+    known keys, each given once, whose ``tracks`` is an object; the other fields' values are
+    built into ``header``."""
+    key, seen, builder = None, set(), None
+    for prefix, event, value in events:
+        if prefix == "":
+            if builder is not None:  # the value of the previous field is whole
+                header[key], builder = builder.value, None
+            if event == "map_key":
+                if value in seen:
+                    raise CatalogInvalid(f"field {value!r} is given twice")
+                if value != "tracks" and value not in _HEADER_FIELDS:
+                    raise CatalogInvalid(f"Extra inputs are not permitted (field {value!r})")
+                key, source.mark, source.within = value, source.end, f"field {value!r}"
+                seen.add(key)
+                builder = None if key == "tracks" else ijson.ObjectBuilder()
+            elif event not in ("start_map", "end_map"):
+                raise CatalogInvalid("Input should be an object")
+        elif builder is not None:
+            builder.event(event, value)
+        elif prefix == "tracks":
+            if event == "map_key":
+                source.mark, source.within = source.end, f"the entry of track {value!r}"
+            elif event not in ("start_map", "end_map"):
+                raise CatalogInvalid("Input should be an object (at tracks)")
+        yield prefix, event, value
 
 
-def _iter_tracks(text: _Text) -> Iterator[tuple[str, TrackEntry]]:
-    """The members of the ``tracks`` object that starts at ``text``, each validated."""
-    if text.peek() != "{":
-        try:  # not an object: pydantic says what is wrong
-            _TRACKS.validate_json(text.value()[1])
-        except ValidationError as exc:
-            raise CatalogInvalid(_first_error(exc, "tracks")) from exc
-        raise text.error("expected '{'")
-    closed = text.open_object()
-    while not closed:
-        urn_text = text.string("a track URN")
-        text.char(":", "':'")
-        entry_text = text.value()[1]
-        # The pair as one JSON object: the URN's and the entry's rules are pydantic's.
-        try:
-            ((urn, entry),) = _TRACKS.validate_json(f"{{{urn_text}: {entry_text}}}").items()
-        except ValidationError as exc:
-            raise CatalogInvalid(_first_error(exc, "tracks")) from exc
-        yield urn, entry
-        closed = text.char(",}", "',' or '}'") == "}"
+def _entry(urn: str, value: object) -> TrackEntry:
+    try:
+        return TrackEntry.model_validate(value)
+    except ValidationError as exc:
+        raise CatalogInvalid(_first_error(exc, "tracks", urn)) from exc
 
 
 def _first_error(exc: ValidationError, *within: str) -> str:
@@ -302,16 +216,9 @@ class CatalogScan:
         if self._spool is None:
             raise RuntimeError("scan_catalog(keep=True) keeps the catalog for entries()")
         self._spool.seek(0)
-        text = _Text(self._spool.read)
-        closed = text.open_object()  # checked by the scan: this walk only looks for "tracks"
-        while not closed:
-            key = json.loads(text.string("a field name"))
-            text.char(":", "':'")
-            if key == "tracks":
-                yield from _iter_tracks(text)  # one entry parsed at a time
-            else:
-                text.value()
-            closed = text.char(",}", "',' or '}'") == "}"
+        # Checked by the scan: "tracks" is given once, at the top level, as an object.
+        for urn, value in _YAJL.kvitems(self._spool, "tracks", buf_size=READ_BYTES, use_float=True):
+            yield urn, _entry(urn, value)
 
     def close(self) -> None:
         if self._spool is not None:
