@@ -19,15 +19,15 @@ import threading
 import time
 from collections.abc import Callable
 
+import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .archive import Layout, list_user_urns, utc_now
 from .checksums import ChecksumAlgorithm
 from .errors import Sc2s3Error, TemporaryError
 from .leases import Lease
 from .logs import log
-from .s3 import get_object_body
 from .soundcloud import USER_URN
 
 CATALOG_FORMAT = "sc2s3-catalog/1"
@@ -153,17 +153,31 @@ class CatalogStore:
         return catalog or Catalog(user_urn=user_urn)
 
     def _get(self, key: str, user_urn: str) -> tuple[Catalog | None, str | None]:
-        body, etag = get_object_body(self.s3, self.bucket, key)
-        if body is None:
-            return None, None
+        # Read as a stream, entry by entry: a 10,000-track catalog is ~10 MB of JSON, never held
+        # whole beside its ~25 MiB of models. (catalog_stream builds on this module's models.)
+        from .catalog_stream import CatalogInvalid, parse_catalog
+
         try:
-            catalog = Catalog.model_validate_json(body)
-        except ValidationError as exc:
+            answer = self.s3.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None, None
+            raise TemporaryError(f"cannot read {key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise TemporaryError(f"cannot read {key}: {exc}") from exc
+        tracks: dict[str, TrackEntry] = {}
+        try:
+            with answer["Body"] as body:
+                header = parse_catalog(body.read, tracks.__setitem__)
+        except CatalogInvalid as exc:
             raise Sc2s3Error(f"{key} is not a valid sc2s3 catalog; fix or remove it: "
-                             f"{exc.errors()[0]['msg']}") from exc
-        if catalog.user_urn != user_urn:
-            raise Sc2s3Error(f"{key} belongs to {catalog.user_urn}, not {user_urn}")
-        return catalog, etag
+                             f"{exc}") from exc
+        except (BotoCoreError, OSError, urllib3.exceptions.HTTPError) as exc:
+            raise TemporaryError(f"cannot read {key}: {exc}") from exc
+        if header.user_urn != user_urn:
+            raise Sc2s3Error(f"{key} belongs to {header.user_urn}, not {user_urn}")
+        catalog = Catalog.model_construct(**header.model_dump(), tracks=tracks)
+        return catalog, answer.get("ETag")
 
     def changed(self, catalog: Catalog) -> bool:
         """``catalog`` says something the copy last read or written does not."""
