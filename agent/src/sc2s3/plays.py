@@ -74,10 +74,11 @@ class FleetPlayBudget:
     # -- the interface the SoundCloud client and the mirror use ---------------------------------
 
     def expect(self, plays: int) -> None:
-        """Plays this process is about to need (the tracks it is about to start): a reservation
-        takes no more than that, so no play is reserved in vain."""
+        """Add ``plays`` this process is about to need (the tracks it is about to start; each
+        play spent counts one off): a reservation takes no more than that, so no play is
+        reserved in vain. Additive: accounts mirrored side by side each announce theirs."""
         with self._lock:
-            self._want = max(1, plays)
+            self._want += max(0, plays)
 
     def spend(self) -> None:
         """Count one play: from this host's reserved block, else from a new reservation.
