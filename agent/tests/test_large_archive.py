@@ -45,7 +45,7 @@ from large_archive import (
 from support.s3_faults import S3FaultProxy
 
 from sc2s3 import catalog_stream
-from sc2s3.catalog import Catalog
+from sc2s3.catalog import CatalogDocument
 from sc2s3.catalog_stream import CatalogInvalid, parse_catalog
 from sc2s3.verify import _Pick, _Sample
 
@@ -160,9 +160,9 @@ def parsed(data: bytes, chunk: int):
 
 
 def validated(data: bytes):
-    """What ``Catalog.model_validate_json`` (CatalogStore.load) makes of ``data``."""
+    """What ``CatalogDocument.model_validate_json`` (the catalog's schema) makes of ``data``."""
     try:
-        catalog = Catalog.model_validate_json(data)
+        catalog = CatalogDocument.model_validate_json(data)
     except ValueError as exc:
         return "invalid", str(exc)
     header = catalog.model_dump(exclude={"tracks"})
@@ -203,7 +203,7 @@ LONE_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
 def test_the_streamed_catalog_is_what_pydantic_reads_at_any_chunk_size():
     """Every catalog (valid or broken: seeds and random mutations of them, cut at every possible
     place by 1-byte reads) gives the same verdict, top-level fields and entries, in order, as
-    ``Catalog.model_validate_json``; the difference by design: a top-level key given twice; the
+    ``CatalogDocument.model_validate_json``; the difference by design: a top-level key given twice; the
     one inherent to ijson: a lone surrogate escape (:data:`LONE_SURROGATE`)."""
     rng = random.Random(20261201)
     checked = lone = 0
@@ -263,7 +263,7 @@ def test_what_the_streaming_parser_reads_otherwise():
     assert validated(lone)[0] == "invalid"
     assert parsed(lone, 1)[2][0][1]["title"] == "take ? one"
     with pytest.raises(ValueError, match="surrogates not allowed"):
-        Catalog(user_urn="soundcloud:users:1", username="\ud800").model_dump_json()
+        CatalogDocument(user_urn="soundcloud:users:1", username="\ud800").model_dump_json()
     # An integer beyond 64 bits: yajl refuses it, pydantic takes it. The stricter verdict holds:
     # no size, part size or revision number comes near 2**63.
     huge = re.sub(rb'"size": \d+', b'"size": 99999999999999999999', catalog_bytes(SMALL), count=1)

@@ -56,7 +56,9 @@ file's SHA-256 ("sha256"), the end-to-end check.
 
 Find:     aws s3 cp s3://BUCKET/PREFIX<user_urn>/catalog.json -
           aws s3 cp s3://BUCKET/PREFIX<user_urn>/catalog.json - | jq '.tracks["<track_urn>"]'
-          (one JSON object per account, "tracks" keyed by track URN; about 1 KB per track)
+          aws s3 cp s3://BUCKET/PREFIX<user_urn>/catalog.json - | grep '<track_urn>'
+          (one JSON object per account, "tracks" keyed by track URN, one line and about
+          1 KB per track)
 Verify:   aws s3 cp s3://BUCKET/KEY - | sha256sum     (compare with the catalog's "sha256")
           aws s3api head-object --bucket BUCKET --key KEY --checksum-mode ENABLED
 Restore:  aws s3api get-object --bucket BUCKET --key KEY --version-id VERSION_ID ./file

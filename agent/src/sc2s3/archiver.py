@@ -86,7 +86,7 @@ class TrackArchiver:
         :raises LeaseLost: the account changed hands (its new holder takes over).
         :raises Sc2s3Error: anything else (e.g. :class:`IntegrityError`).
         """
-        entry = current.catalog.catalog.tracks.get(track.urn)
+        entry = current.catalog.entry(track.urn)
         if entry is not None and len(entry.revisions) >= number:
             log.info("track already recorded", track_urn=track.urn, revision=number)
             return None
@@ -244,12 +244,11 @@ class TrackArchiver:
 
 def _add(catalog: Catalog, track: Track, revision: Revision) -> int:
     """Record ``revision`` in ``catalog`` (a merge may have recorded it already); its bytes."""
-    entry = catalog.tracks.get(track.urn)
-    if entry is None:
-        entry = catalog.tracks[track.urn] = TrackEntry(title=track.title,
-                                                       permalink_url=track.permalink_url)
+    entry = catalog.get(track.urn) or TrackEntry(title=track.title,
+                                                 permalink_url=track.permalink_url)
     if all(r.key != revision.key for r in entry.revisions):
         entry.revisions.append(revision)
         entry.revisions.sort(key=lambda r: r.revision)
     entry.metadata_sha256, entry.checked_at = metadata_digest(track.raw), None
+    catalog.put(track.urn, entry)
     return revision.size

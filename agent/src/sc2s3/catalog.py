@@ -3,7 +3,8 @@
 
 The per-account catalog, ``{prefix}{user_urn}/catalog.json`` (contract: docs/archive.md): every
 archived revision of the account's tracks, with its key, version id, size, S3 checksum and the
-whole file's SHA-256. One JSON object a person can read with the AWS CLI alone.
+whole file's SHA-256. One JSON object a person can read with the AWS CLI alone: its top-level
+fields one per line, then one line per track (``grep`` finds a track's entry).
 
 A catalog is bookkeeping, not the archive: it can be rebuilt from the objects it describes, so
 it is written in batches (:class:`AccountCatalog`), and its old versions expire under the
@@ -14,7 +15,6 @@ listing and recorded without a play (:mod:`sc2s3.archiver`).
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +22,7 @@ from collections.abc import Callable
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
 from .archive import Layout, list_user_urns, utc_now
 from .checksums import ChecksumAlgorithm
@@ -89,21 +90,78 @@ class TrackEntry(_Model):
         return self.revisions[-1] if self.revisions else None
 
 
-class Catalog(_Model):
-    """Everything archived for one account: ``tracks`` maps track URN -> :class:`TrackEntry`."""
+class CatalogHeader(_Model):
+    """The top-level fields of a catalog, all but ``tracks``."""
 
     format: str = CATALOG_FORMAT
     user_urn: str = Field(pattern=USER_URN.pattern)
     permalink: str = ""
     username: str = ""
     updated_at: str = ""
+
+
+class CatalogDocument(CatalogHeader):
+    """The catalog file as a whole (docs/archive.md): ``tracks`` maps track URN ->
+    :class:`TrackEntry`. The format's schema; the agent holds a catalog as :class:`Catalog`."""
+
     tracks: dict[str, TrackEntry] = Field(default_factory=dict)
+
+
+_entry_json = TrackEntry.__pydantic_serializer__.to_json
+_entry_from_json = TrackEntry.model_validate_json
+
+
+class Catalog:
+    """Everything archived for one account, in memory: the top-level fields, and each track's
+    entry as its compact JSON, parsed on access. (A 10,000-track catalog is ~10 MB this way,
+    ~30 MiB as pydantic objects.)
+
+    :meth:`get` gives a copy: change it, then :meth:`put` it back. ``changes`` counts the puts
+    and field changes that changed something, so a writer knows whether S3's copy is behind.
+    """
+
+    def __init__(self, user_urn: str, *, format: str = CATALOG_FORMAT,
+                 permalink: str = "", username: str = "", updated_at: str = ""):
+        self.user_urn, self.format, self.updated_at = user_urn, format, updated_at
+        self.permalink, self.username = permalink, username
+        self.changes = 0
+        self._entries: dict[str, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, urn: str) -> bool:
+        return urn in self._entries
+
+    def urns(self) -> list[str]:
+        return list(self._entries)
+
+    def get(self, urn: str) -> TrackEntry | None:
+        """A copy of the entry of track ``urn``, or None."""
+        raw = self._entries.get(urn)
+        return None if raw is None else _entry_from_json(raw)
+
+    def put(self, urn: str, entry: TrackEntry) -> None:
+        """Store ``entry`` as the entry of track ``urn``."""
+        raw = _entry_json(entry)
+        if self._entries.get(urn) != raw:
+            self._entries[urn] = raw
+            self.changes += 1
+
+    def name(self, permalink: str, username: str) -> None:
+        """Record the account's current permalink and username."""
+        if (self.permalink, self.username) != (permalink, username):
+            self.permalink, self.username = permalink, username
+            self.changes += 1
 
     def merge(self, other: Catalog) -> None:
         """Fold ``other`` (a copy written meanwhile, e.g. by a holder whose lease had just
         expired) into this one, losing no revision or edit."""
-        for urn, theirs in other.tracks.items():
-            mine = self.tracks.setdefault(urn, theirs)
+        for urn in other.urns():
+            theirs, mine = other.get(urn), self.get(urn)
+            if mine is None:
+                self.put(urn, theirs)
+                continue
             known = {revision.key for revision in mine.revisions}
             mine.revisions.extend(r for r in theirs.revisions if r.key not in known)
             mine.revisions.sort(key=lambda r: r.revision)
@@ -111,16 +169,24 @@ class Catalog(_Model):
             edits = {edit.key for edit in mine.metadata_edits}
             mine.metadata_edits.extend(e for e in theirs.metadata_edits if e.key not in edits)
             mine.checked_at = max(filter(None, (mine.checked_at, theirs.checked_at)), default=None)
+            self.put(urn, mine)
 
-
-def _serialized(catalog: Catalog, **options) -> bytes:
-    # Bytes straight from pydantic-core: a 10,000-track catalog is ~10 MB, kept once.
-    return Catalog.__pydantic_serializer__.to_json(catalog, **options)
-
-
-def _content_digest(catalog: Catalog) -> str:
-    # What the catalog says, leaving out when it was last written.
-    return hashlib.sha256(_serialized(catalog, exclude={"updated_at"})).hexdigest()
+    def document(self) -> bytes:
+        """The catalog file (UTF-8 JSON): the top-level fields one per line, then ``tracks``
+        with one line per track, so ``grep`` finds a track too."""
+        header = CatalogHeader(format=self.format, user_urn=self.user_urn,
+                               permalink=self.permalink, username=self.username,
+                               updated_at=self.updated_at)
+        parts = [b"{\n"]
+        for name, value in header.model_dump().items():
+            parts.append(b' "%s": %s,\n' % (name.encode(), to_json(value)))
+        parts.append(b' "tracks": {')
+        separator = b"\n  "
+        for urn, raw in self._entries.items():  # the entries themselves, not copies of them
+            parts += (separator, to_json(urn), b": ", raw)
+            separator = b",\n  "
+        parts.append(b"\n }\n}\n" if self._entries else b"}\n}\n")
+        return b"".join(parts)
 
 
 class CatalogStore:
@@ -136,7 +202,6 @@ class CatalogStore:
     def __init__(self, s3, bucket: str, layout: Layout):
         self.s3, self.bucket, self.layout = s3, bucket, layout
         self._etags: dict[str, str | None] = {}
-        self._stored: dict[str, str] = {}  # user URN -> content digest of the catalog in S3
         self._lock = threading.Lock()
 
     def list_user_urns(self) -> list[str]:
@@ -145,16 +210,13 @@ class CatalogStore:
 
     def load(self, user_urn: str) -> Catalog:
         """The account's catalog (empty when none exists). :raises Sc2s3Error: if it is invalid."""
-        key = self.layout.catalog(user_urn)
-        catalog, etag = self._get(key, user_urn)
+        catalog, etag = self._get(self.layout.catalog(user_urn), user_urn)
         self._etags[user_urn] = etag
-        if catalog is not None:
-            self._stored[user_urn] = _content_digest(catalog)
-        return catalog or Catalog(user_urn=user_urn)
+        return catalog or Catalog(user_urn)
 
     def _get(self, key: str, user_urn: str) -> tuple[Catalog | None, str | None]:
-        # Read as a stream, entry by entry: a 10,000-track catalog is ~10 MB of JSON, never held
-        # whole beside its ~25 MiB of models. (catalog_stream builds on this module's models.)
+        # Read as a stream, entry by entry: the body is never held whole beside the catalog.
+        # (catalog_stream builds on this module's models.)
         from .catalog_stream import CatalogInvalid, parse_catalog
 
         try:
@@ -165,10 +227,10 @@ class CatalogStore:
             raise TemporaryError(f"cannot read {key}: {exc}") from exc
         except BotoCoreError as exc:
             raise TemporaryError(f"cannot read {key}: {exc}") from exc
-        tracks: dict[str, TrackEntry] = {}
+        catalog = Catalog(user_urn)
         try:
             with answer["Body"] as body:
-                header = parse_catalog(body.read, tracks.__setitem__)
+                header = parse_catalog(body.read, catalog.put)
         except CatalogInvalid as exc:
             raise Sc2s3Error(f"{key} is not a valid sc2s3 catalog; fix or remove it: "
                              f"{exc}") from exc
@@ -176,17 +238,13 @@ class CatalogStore:
             raise TemporaryError(f"cannot read {key}: {exc}") from exc
         if header.user_urn != user_urn:
             raise Sc2s3Error(f"{key} belongs to {header.user_urn}, not {user_urn}")
-        catalog = Catalog.model_construct(**header.model_dump(), tracks=tracks)
+        catalog.format, catalog.updated_at = header.format, header.updated_at
+        catalog.permalink, catalog.username = header.permalink, header.username
+        catalog.changes = 0  # what S3 holds
         return catalog, answer.get("ETag")
 
-    def changed(self, catalog: Catalog) -> bool:
-        """``catalog`` says something the copy last read or written does not."""
-        with self._lock:
-            return self._stored.get(catalog.user_urn) != _content_digest(catalog)
-
     def save(self, catalog: Catalog, lease: Lease | None = None) -> None:
-        """Write ``catalog`` (merged with any concurrent remote change), unless it is what S3
-        already holds: an idle cycle must not add a version to a versioned bucket.
+        """Write ``catalog``, merged with any concurrent remote change.
 
         :param lease: the account's lease (None: unfenced, for tools outside a fleet).
         :raises TemporaryError: S3 unreachable, or the catalog keeps changing remotely.
@@ -195,9 +253,6 @@ class CatalogStore:
         with self._lock:
             key = self.layout.catalog(catalog.user_urn)
             for _attempt in range(5):
-                digest = _content_digest(catalog)
-                if self._stored.get(catalog.user_urn) == digest:
-                    return
                 if lease is not None:
                     lease.fence()
                 catalog.updated_at = utc_now()
@@ -206,10 +261,9 @@ class CatalogStore:
                 try:
                     answer = self.s3.put_object(
                         Bucket=self.bucket, Key=key, ContentType="application/json",
-                        Body=_serialized(catalog, indent=1), Tagging=BOOKKEEPING_TAG,
+                        Body=catalog.document(), Tagging=BOOKKEEPING_TAG,
                         **condition)
                     self._etags[catalog.user_urn] = answer.get("ETag")
-                    self._stored[catalog.user_urn] = digest
                     return
                 except ClientError as exc:
                     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -223,10 +277,8 @@ class CatalogStore:
                 if remote is not None:
                     catalog.merge(remote)
                 self._etags[catalog.user_urn] = remote_etag
-                self._stored.pop(catalog.user_urn, None)  # merged: it differs from S3 now
                 log.info("catalog changed remotely; merged", key=key)
             raise TemporaryError(f"cannot write {key}: it keeps changing under us")
-
 
 
 class AccountCatalog:
@@ -242,7 +294,8 @@ class AccountCatalog:
                  lease: Callable[[], Lease] | None = None, clock=time.monotonic):
         self.store, self.catalog, self.lease, self.clock = store, catalog, lease, clock
         self.lock = threading.RLock()
-        self._saved_tracks = len(catalog.tracks)
+        self._saved_tracks = len(catalog)
+        self._saved_changes = catalog.changes  # S3 holds everything up to this change
         self._pending = 0          # revisions recorded since the last save
         self._pending_bytes = 0    # their audio bytes
         self._pending_since: float | None = None
@@ -269,6 +322,19 @@ class AccountCatalog:
                     log.warning("catalog save failed; retried with the next batch",
                                 user_urn=self.catalog.user_urn, error=str(exc))
 
+    def entry(self, track_urn: str) -> TrackEntry | None:
+        """A copy of the track's entry (:meth:`Catalog.get`), or None."""
+        with self.lock:
+            return self.catalog.get(track_urn)
+
+    def update(self, track_urn: str, change: Callable[[TrackEntry], None]) -> None:
+        """Apply ``change(entry)`` to the entry of an archived track (saved with the next
+        batch or at the end of the pass)."""
+        with self.lock:
+            entry = self.catalog.get(track_urn)
+            change(entry)
+            self.catalog.put(track_urn, entry)
+
     def merge(self, other: Catalog) -> None:
         """Fold in ``other`` (the catalog as S3 holds it now) and write on top of it next."""
         with self.lock:
@@ -280,12 +346,13 @@ class AccountCatalog:
                 or self.clock() - self._pending_since >= FLUSH_INTERVAL_S)
 
     def save(self) -> None:
-        """Save now (a no-op when S3 holds the same content).
+        """Save now (a no-op when nothing changed since the catalog was read or last saved).
 
         :raises TemporaryError: S3 unreachable. :raises LeaseLost: the account changed hands.
         """
         with self.lock:
-            if self.store.changed(self.catalog):
+            if self.catalog.changes != self._saved_changes:
                 self.store.save(self.catalog, self.lease() if self.lease else None)
-            self._saved_tracks = len(self.catalog.tracks)
+                self._saved_changes = self.catalog.changes
+            self._saved_tracks = len(self.catalog)
             self._pending, self._pending_bytes, self._pending_since = 0, 0, None

@@ -3,13 +3,13 @@
 
 Catalogs read as streams, for the commands that go through whole archives (``status``,
 ``verify``, ``restore``): their memory is one track entry and a read buffer, whatever the number
-of tracks and accounts. (A 10,000-track catalog is ~10 MB of JSON and ~30 MiB as pydantic
-objects; :meth:`sc2s3.catalog.CatalogStore.load` holds all of it, which the mirror needs and these
-commands do not.)
+of tracks and accounts. (A 10,000-track catalog is ~10 MB of JSON;
+:meth:`sc2s3.catalog.CatalogStore.load` holds all of it, which the mirror needs and these commands
+do not.)
 
 The catalog's bytes come from S3's streaming body and are parsed by ijson (its C backend, yajl):
 each member of ``tracks`` is built as a dict by ``kvitems``, validated by the very pydantic model
-:class:`~sc2s3.catalog.Catalog` uses for it (:class:`~sc2s3.catalog.TrackEntry`), handed to the
+the catalog's schema uses for it (:class:`~sc2s3.catalog.TrackEntry`), handed to the
 caller and dropped. On the way, the parser's events of the top level are checked (an object of
 Catalog's keys, each once, whose ``tracks`` is an object) and the other top-level fields
 (``format``, ``user_urn``, ``permalink``…), small, are kept and validated once the stream ends,
@@ -23,7 +23,7 @@ a second pass, :meth:`CatalogScan.entries`, over the same bytes: the first pass 
 temporary file (in memory up to :data:`SPOOL_MEMORY_BYTES`), so the second reads exactly what was
 checked, not a version the daemon wrote meanwhile, with one GET.
 
-The verdicts are ``Catalog.model_validate_json``'s (CatalogStore.load's) but where yajl reads
+The verdicts are ``CatalogDocument.model_validate_json``'s (the schema's) but where yajl reads
 otherwise: a lone UTF-16 surrogate escape is "?" to it (no UTF-8 text can hold one, and sc2s3
 never writes one), and an integer beyond 64 bits is invalid (no size comes near). And for one rule
 of our own: a top-level key given twice (which sc2s3 never writes, and where pydantic silently
@@ -43,10 +43,10 @@ from typing import IO, Any
 
 import ijson
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import ValidationError
 
 from .archive import Layout
-from .catalog import Catalog, TrackEntry
+from .catalog import CatalogHeader, TrackEntry
 from .errors import Sc2s3Error, TemporaryError
 
 READ_BYTES = 64 * 1024
@@ -58,11 +58,7 @@ MAX_VALUE_BYTES = 16 * 1024 * 1024
 # The C backend, by name: ijson would fall back to its pure-Python one, slower and reading some
 # text otherwise (every wheel of the lock has it).
 _YAJL = ijson.get_backend("yajl2_c")
-_HEADER_FIELDS = {name: info for name, info in Catalog.model_fields.items() if name != "tracks"}
-# Catalog without "tracks": the top-level fields, with Catalog's own types and rules.
-CatalogHeader: type[BaseModel] = create_model(
-    "CatalogHeader", __config__=ConfigDict(extra="forbid"),
-    **{name: (info.annotation, info) for name, info in _HEADER_FIELDS.items()})
+_HEADER_FIELDS = CatalogHeader.model_fields
 
 
 class CatalogInvalid(Sc2s3Error):
@@ -100,10 +96,10 @@ class _Source:
 
 
 def parse_catalog(read: Callable[[int], bytes], on_track: TrackCallback | None = None,
-                  read_bytes: int = READ_BYTES) -> BaseModel:
+                  read_bytes: int = READ_BYTES) -> CatalogHeader:
     """Parse a catalog from ``read(n) -> bytes`` (b"" at the end), calling ``on_track(urn,
     entry)`` for each track entry in order, each validated as :class:`TrackEntry`. Returns the
-    top-level fields (a :data:`CatalogHeader`), validated at the end.
+    top-level fields (a :class:`~sc2s3.catalog.CatalogHeader`), validated at the end.
 
     :raises CatalogInvalid: not JSON, not a catalog (with pydantic's message where it has one),
         or a top-level key given twice. ``on_track`` may have been called for entries before the

@@ -19,12 +19,16 @@ from .soundcloud import TRACK_URN
 def mark_deleted_upstream(catalog: Catalog, listed: set[str]) -> None:
     """Mark the entries of ``catalog`` that are not in ``listed`` (track URNs) as deleted
     upstream, and clear the mark of those listed again."""
-    for urn, entry in catalog.tracks.items():
+    for urn in catalog.urns():
+        entry = catalog.get(urn)
         if urn not in listed and entry.deleted_upstream_at is None:
             entry.deleted_upstream_at = utc_now()
             log.info("track deleted upstream; archive kept", track_urn=urn)
         elif urn in listed and entry.deleted_upstream_at is not None:
             entry.deleted_upstream_at = None
+        else:
+            continue
+        catalog.put(urn, entry)
 
 
 def uploads_of_deleted_tracks(s3, bucket: str, layout: Layout, user_urn: str,

@@ -98,7 +98,7 @@ class JobSorter:
         new: list[Job] = []
         archived: list[Track] = []
         for track in chunk:
-            entry = catalog.tracks.get(track.urn)
+            entry = catalog.get(track.urn)
             if entry is None or entry.latest is None:
                 new.append(Job(track, len(entry.revisions) + 1 if entry else 1))
             elif self.upstream.upgradable(entry, track):
@@ -109,7 +109,7 @@ class JobSorter:
         checks: list[Job] = []
         if rechecks and self.recheck_quota > 0:
             due = [t for t in self.upstream.due_rechecks(catalog, archived) if self.due(t.urn)]
-            checks = [Job(t, len(catalog.tracks[t.urn].revisions) + 1, recheck=True)
+            checks = [Job(t, len(catalog.get(t.urn).revisions) + 1, recheck=True)
                       for t in due[:self.recheck_quota]]
             self.recheck_quota -= len(checks)
         # Re-checks (a play each) take turns with new tracks, never a burst before them.

@@ -306,7 +306,7 @@ class Mirror:
                 holding.acquire()  # held already: the pass marks it busy for hand-overs
             holding.catalog = catalog = AccountCatalog(
                 self.catalogs, self.catalogs.load(user.urn), None if dry_run else holding.lease)
-            catalog.catalog.permalink, catalog.catalog.username = user.permalink, user.username
+            catalog.catalog.name(user.permalink, user.username)
             if holding.current is not None:
                 holding.current.catalog = catalog
             listing = Listing()
@@ -438,7 +438,7 @@ class Mirror:
         """Re-check ``track``'s archived original (:meth:`UpstreamChanges.replaced`); any failure
         is logged and counts as unchanged: a re-check never stops the pass."""
         try:
-            return self.upstream.replaced(current.catalog.catalog.tracks[track.urn], track)
+            return self.upstream.replaced(current.catalog, track)
         except Exception as exc:
             log.error("re-check of an archived original failed", track_urn=track.urn,
                       error=str(exc), exc_info=not isinstance(exc, Sc2s3Error))

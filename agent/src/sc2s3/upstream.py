@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 
 from .archive import Layout, metadata_digest, utc_now
-from .catalog import Catalog, MetadataEdit, TrackEntry
+from .catalog import AccountCatalog, Catalog, MetadataEdit, TrackEntry
 from .errors import Sc2s3Error
 from .logs import log
 from .soundcloud import SoundCloudClient, Track, User
@@ -58,12 +58,13 @@ class UpstreamChanges:
         """Store the JSON of each listed, archived track whose metadata changed since last seen;
         ``before_write()`` is called before each write (it takes or fences the account's lease)."""
         for track in tracks:
-            entry = catalog.tracks.get(track.urn)
+            entry = catalog.get(track.urn)
             if entry is None or entry.latest is None:
                 continue
             digest = metadata_digest(track.raw)
             if entry.metadata_sha256 is None:
                 entry.metadata_sha256 = self._stored_digest(entry)
+                catalog.put(track.urn, entry)
             if digest == entry.metadata_sha256:
                 continue
             key = self.layout.metadata(user.urn, track.urn, len(entry.metadata_edits) + 1)
@@ -71,6 +72,7 @@ class UpstreamChanges:
             self.store.put_json(key, track.raw, overwrite=False)
             entry.metadata_edits.append(MetadataEdit(key=key, sha256=digest, saved_at=utc_now()))
             entry.metadata_sha256, entry.title = digest, track.title
+            catalog.put(track.urn, entry)
             log.info("track metadata edited upstream; stored beside the earlier JSON",
                      track_urn=track.urn, key=key)
 
@@ -98,7 +100,7 @@ class UpstreamChanges:
             return []
         now, due = time.time(), []
         for track in tracks:
-            entry = catalog.tracks.get(track.urn)
+            entry = catalog.get(track.urn)
             latest = entry.latest if entry else None
             if (latest is None or latest.source != "original"
                     or not (track.downloadable and track.download_url)):
@@ -114,11 +116,11 @@ class UpstreamChanges:
         budget's limit, at least one."""
         return max(1, math.ceil(self.soundcloud.budget.snapshot()["limit"] / RECHECK_SHARE))
 
-    def replaced(self, entry: TrackEntry, track: Track) -> bool:
+    def replaced(self, catalog: AccountCatalog, track: Track) -> bool:
         """Re-check an archived original (one play, skipped while half of the play budget or
         less is left); True when the CDN now has a different file. An answer with neither ETag
-        nor Content-Length is unknown: False."""
-        latest = entry.latest
+        nor Content-Length is unknown: False. The entry's ``checked_at`` records the re-check."""
+        latest = catalog.entry(track.urn).latest
         budget = self.soundcloud.budget.snapshot()
         if budget["blocked_until"] or budget["remaining"] <= budget["limit"] / 2:
             return False
@@ -129,7 +131,7 @@ class UpstreamChanges:
                         error=str(exc))
             return False
         if etag is None and size is None:
-            entry.checked_at = utc_now()
+            catalog.update(track.urn, _checked)
             log.warning("re-check inconclusive: the CDN named neither ETag nor Content-Length",
                         track_urn=track.urn)
             return False
@@ -140,7 +142,15 @@ class UpstreamChanges:
             log.info("original replaced upstream; archiving it as a new revision",
                      track_urn=track.urn, size=size, archived_size=latest.size)
             return True
-        entry.checked_at = utc_now()
-        if latest.cdn_etag is None:
-            latest.cdn_etag = etag  # archived before identities were kept: remember it now
+
+        def checked(entry: TrackEntry) -> None:
+            _checked(entry)
+            if entry.latest.cdn_etag is None:
+                entry.latest.cdn_etag = etag  # archived before identities were kept: keep it now
+
+        catalog.update(track.urn, checked)
         return False
+
+
+def _checked(entry: TrackEntry) -> None:
+    entry.checked_at = utc_now()
