@@ -6,9 +6,6 @@ share state with the sandbox's moto or with each other. The server is stopped by
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,12 +15,12 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
-from sys_paths import REPO, VENV_BIN
+from sys_paths import REPO
 from sys_playbook import PlaybookRun, run_playbook
 
-# The agent's test support (loopback port helpers) is not an installed package.
+# The agent's test support (moto_server, loopback ports) is not an installed package.
 sys.path.insert(0, str(REPO / "agent" / "tests"))
-from support.ports import LOOPBACK, free_loopback_ports, wait_for_listen
+from support.moto import moto_server_url
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Debian 12 images (two x86_64 dates, arm64), a Debian 11 one and a look-alike from another
@@ -34,15 +31,13 @@ NEWEST_DEBIAN_12_ARM64_AMI = "ami-0d1e2b1200000003"
 REGION = "us-east-1"
 # moto accepts any credentials until IAM enforcement is switched on.
 ADMIN_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-START_TIMEOUT_S = 30
 
 
 @dataclass
 class Moto:
-    """A running moto_server: its URL and process."""
+    """A running moto_server: its URL."""
 
     url: str
-    process: subprocess.Popen
 
     def client(self, service: str, **credentials: str):
         """A boto3 client for `service` on this server (admin credentials by default)."""
@@ -51,6 +46,14 @@ class Moto:
             "aws_secret_access_key": ADMIN_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         }
         return boto3.client(service, endpoint_url=self.url, region_name=REGION, **keys)
+
+    def fleet_instances(self, fleet: str) -> list[dict]:
+        """The instances of ``fleet`` (tag sc2s3:fleet) that are pending or running."""
+        answer = self.client("ec2").describe_instances(Filters=[
+            {"Name": "tag:sc2s3:fleet", "Values": [fleet]},
+            {"Name": "instance-state-name", "Values": ["pending", "running"]},
+        ])
+        return [i for r in answer["Reservations"] for i in r["Instances"]]
 
     def set_iam_enforcement(self, enforced: bool) -> None:
         """Make every later request pass moto's IAM check (signature and identity policies)."""
@@ -80,21 +83,5 @@ class Moto:
 def moto_server(amis: Path = DEBIAN_AMIS) -> Iterator[Moto]:
     """Start moto_server on a free loopback port with the AMIs of `amis` (a MOTO_AMIS_PATH file,
     the Debian fixture by default); stop it after."""
-    (port,) = free_loopback_ports(1)
-    env = {**os.environ, "MOTO_AMIS_PATH": str(amis)}
-    process = subprocess.Popen(
-        [str(VENV_BIN / "moto_server"), "-H", LOOPBACK, "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert wait_for_listen(port, timeout_s=START_TIMEOUT_S), "moto_server did not start"
-        yield Moto(f"http://{LOOPBACK}:{port}", process)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    with moto_server_url({"MOTO_AMIS_PATH": str(amis)}) as url:
+        yield Moto(url)

@@ -60,11 +60,7 @@ def first_run(moto) -> PlaybookRun:
 
 
 def fleet_instances(moto: Moto) -> list[dict]:
-    answer = moto.client("ec2").describe_instances(Filters=[
-        {"Name": "tag:sc2s3:fleet", "Values": [FLEET]},
-        {"Name": "instance-state-name", "Values": ["pending", "running"]},
-    ])
-    return [i for r in answer["Reservations"] for i in r["Instances"]]
+    return moto.fleet_instances(FLEET)
 
 
 @pytest.mark.timeout(RUN_TIMEOUT_S + 30, func_only=True)

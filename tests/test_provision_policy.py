@@ -10,6 +10,13 @@ are ignored, so the TLS-only Deny would refuse every loopback HTTP request: the 
 policy back and removes it before switching enforcement on. Its conditional-write Denies (archive
 objects only with If-None-Match, catalogs and fleet state only with If-Match or If-None-Match)
 are evaluated in tests/test_bucket_policy.py instead.
+
+CloudWatch is beyond moto's enforcement: it authorizes PutMetricData as
+``monitoring:PutMetricData`` (the service's signing name, not IAM's ``cloudwatch:`` prefix), so
+it refuses the agents' correct grant, and it fills no ``cloudwatch:namespace`` context, so it
+would let a namespace condition pass for every namespace. The FleetMetrics statement is
+therefore evaluated as a document: the one stored on the role, with the evaluator of
+tests/test_bucket_policy.py (which refuses operators it does not know).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 from sys_moto import moto_server
+from test_bucket_policy import matching
 
 BUCKET = "sc2s3-policy-test"
 PREFIX = "soundcloud/"
@@ -216,3 +224,37 @@ def test_agent_cannot_batch_delete(agent_s3):
     assert [(e["Key"], e["Code"]) for e in answer["Errors"]] == [(TRACK, "AccessDenied")]
     assert answer.get("Deleted", []) == []
     assert s3.get_object(Bucket=BUCKET, Key=TRACK)["Body"].read() == b"archived"
+
+
+def agent_may(document: dict, action: str, resource: str, context: dict[str, str]) -> bool:
+    return (bool(matching(document, "Allow", action, resource, context))
+            and not matching(document, "Deny", action, resource, context))
+
+
+@pytest.mark.timeout(60, func_only=True)
+def test_agent_may_put_metrics_in_namespace_sc2s3_only(agent_s3):
+    moto, _ = agent_s3
+    moto.set_iam_enforcement(False)
+    try:
+        document = moto.client("iam").get_role_policy(RoleName=ROLE, PolicyName=POLICY)[
+            "PolicyDocument"]
+    finally:
+        moto.set_iam_enforcement(True)
+    (statement,) = [s for s in document["Statement"] if s.get("Sid") == "FleetMetrics"]
+    assert statement == {"Sid": "FleetMetrics", "Effect": "Allow",
+                         "Action": "cloudwatch:PutMetricData", "Resource": "*",
+                         "Condition": {"StringEquals": {"cloudwatch:namespace": "sc2s3"}}}
+
+    def may_put(namespace: str | None) -> bool:
+        context = {} if namespace is None else {"cloudwatch:namespace": namespace}
+        return agent_may(document, "cloudwatch:PutMetricData", "*", context)
+
+    assert may_put("sc2s3")
+    # Namespaces are case-sensitive, and a look-alike or an AWS namespace is another one.
+    refused = ["sc2s3x", "sc2s3/", "SC2S3", "sc2s", "AWS/EC2", "AWS/S3", "", None]
+    assert [ns for ns in refused if may_put(ns)] == []
+    # Only putting metrics: no alarm can be changed, silenced or deleted from a host.
+    for action in ("cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms",
+                   "cloudwatch:SetAlarmState", "cloudwatch:DisableAlarmActions",
+                   "cloudwatch:PutDashboard", "sns:Unsubscribe", "sns:DeleteTopic"):
+        assert not agent_may(document, action, "*", {"cloudwatch:namespace": "sc2s3"}), action
