@@ -16,6 +16,10 @@ SANDBOX_DEBIAN ?= 12,13
 # apt packages the controller needs: venv creation, podman test hosts, SSH to them, `ss` (the
 # SeaweedFS test support), faketime (agents with a skewed clock in the fleet tests).
 APT_PACKAGES := python3-venv podman debootstrap runc openssh-client iproute2 faketime
+# promtool, which checks and tests contrib/prometheus/, comes only with the server's package:
+# installed without its recommends (node exporter), and its service, if systemd started it, is
+# stopped and disabled (nothing here needs a Prometheus server).
+PROMETHEUS_PACKAGE := prometheus
 RUFF_PATHS := $(wildcard agent inventory/sandbox tests bench roles/sc2s3_agent/files)
 # The provision play talks to moto, which accepts any credentials (sandbox only).
 MOTO_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
@@ -39,10 +43,19 @@ deps:
 	  dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "ok installed" \
 	    || missing="$$missing $$pkg"; \
 	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
+	promtool=""; \
+	dpkg-query -W -f='$${Status}' $(PROMETHEUS_PACKAGE) 2>/dev/null | grep -q "ok installed" \
+	  || promtool=$(PROMETHEUS_PACKAGE); \
+	if [ -n "$$missing$$promtool" ]; then \
+	  echo "installing:$$missing $$promtool"; \
 	  apt-get update -q; \
+	fi; \
+	if [ -n "$$missing" ]; then \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi; \
+	if [ -n "$$promtool" ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$promtool; \
+	  if [ -d /run/systemd/system ]; then systemctl disable --now prometheus || true; fi; \
 	fi
 
 venv: $(VENV_STAMP)
