@@ -312,12 +312,12 @@ def test_untrusted_numbers_and_time_stamps_never_crash_a_pass():
     time stamp in another format are unknown values, not exceptions."""
     import requests
 
+    from sc2s3.archive import parse_utc
     from sc2s3.ratelimit import DEFAULT_WAIT_S, retry_at
-    from sc2s3.upstream import _epoch
 
     response = requests.Response()
     response.status_code, response._content = 429, b"{}"
     response.headers["Retry-After"] = "\u00b2"
     assert retry_at(response, now=1000.0) == 1000.0 + DEFAULT_WAIT_S
-    assert _epoch("30/11/2026 12:00") == 0.0 and _epoch(None) == 0.0
-    assert _epoch("2026-11-30T12:00:00Z") > 0
+    assert parse_utc("30/11/2026 12:00") == 0.0 and parse_utc(None) == 0.0
+    assert parse_utc("2026-11-30T12:00:00Z") > 0

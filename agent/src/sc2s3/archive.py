@@ -104,8 +104,24 @@ def metadata_digest(track_json: dict) -> str:
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
 
 
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # the archive's time stamps (catalog, state)
+
+
 def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime(UTC_FORMAT)
+
+
+def utc_stamp(epoch: float) -> str:
+    """``epoch`` (Unix seconds) as the archive writes time stamps."""
+    return datetime.fromtimestamp(epoch, UTC).strftime(UTC_FORMAT)
+
+
+def parse_utc(stamp: object) -> float:
+    """Unix seconds of an archive time stamp; 0.0 (long ago) for anything else."""
+    try:
+        return datetime.strptime(stamp, UTC_FORMAT).replace(tzinfo=UTC).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _checked(urn: str, pattern) -> str:

@@ -102,6 +102,8 @@ class AgentConfig(_Section):
     recheck_interval_s: float = Field(default=7 * 86_400, ge=0)
     # A host silent this long (no heartbeat, no lease renewal) loses its accounts to the fleet.
     lease_ttl_s: float = Field(default=600, ge=10)
+    # The restore drill: archived revisions the fleet reads back and checks per day. 0: none.
+    drill_sample_per_day: int = Field(default=20, ge=0)
 
     @property
     def part_size(self) -> int:
@@ -114,10 +116,17 @@ class AgentConfig(_Section):
         return host, int(port)
 
 
+class CloudWatchConfig(_Section):
+    # The Fleet dimension of the cycle's figures (sc2s3.cloudwatch); empty: publish none.
+    fleet: str = ""
+    endpoint_url: Annotated[str, AfterValidator(_optional_http_url)] = ""
+
+
 class Config(_Section):
     soundcloud: SoundCloudConfig
     s3: S3Config
     agent: AgentConfig = AgentConfig()
+    cloudwatch: CloudWatchConfig = CloudWatchConfig()
 
 
 _FIXES = {

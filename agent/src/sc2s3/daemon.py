@@ -4,29 +4,43 @@
 ``sc2s3 run``: the long-running agent that supervisor starts. It serves ``/healthz`` and
 ``/metrics``, runs its startup self-checks until they pass, then mirrors every
 ``poll_interval_s`` seconds over the accounts it holds in the fleet (:mod:`sc2s3.fleet`), and at
-once when it takes an account. SIGTERM (supervisor's stopsignal) stops it cleanly: no new track
-starts, transfers park at the next part boundary (parts in flight finish and are recorded in the
-resume state), and the host's leases are released, so the rest of the fleet continues them
-without waiting for ``lease_ttl_s``.
+once when it takes an account. After each cycle it runs the restore drill's round when one is due
+(:mod:`sc2s3.drill`) and reports the cycle: ``/healthz``, ``/metrics``, ``state_dir`` (for
+``status``) and CloudWatch (:mod:`sc2s3.cloudwatch`, when configured).
+
+SIGTERM (supervisor's stopsignal) stops it cleanly: no new track starts, transfers park at the next
+part boundary (parts in flight finish and are recorded in the resume state), and the host's leases
+are released, so the rest of the fleet continues them without waiting for ``lease_ttl_s``.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import __version__
+from .cloudwatch import CloudWatchPublisher, CycleFigures
 from .config import Config
+from .drill import Drill, DrillRound, drill_summary
 from .errors import Sc2s3Error, TemporaryError, UpstreamUnavailable
 from .fleet import Fleet, join
 from .health import CHECK_OK, UNAVAILABLE, HealthServer, HealthState
 from .logs import log
-from .metrics import ACCOUNTS_HELD, LIVE_HOSTS, PLAYS_REMAINING, TRACKS_FAILING
-from .mirror import Mirror
+from .metrics import (
+    ACCOUNTS_HELD,
+    ACCOUNTS_WITHOUT_HOLDER,
+    LIVE_HOSTS,
+    OLDEST_UNARCHIVED_AGE,
+    PLAYS_BLOCKED,
+    PLAYS_REMAINING,
+    TRACKS_FAILING,
+)
+from .mirror import CycleResult, Mirror
 from .s3 import make_s3_client
 from .soundcloud import SoundCloudClient
 from .status import write_last_cycle
@@ -52,6 +66,8 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
     s3 = make_s3_client(config)
     fleet, budget = join(config, s3, member=True, wake=wake)
     soundcloud = SoundCloudClient(config.soundcloud, budget, state_dir)
+    drill = Drill(config, s3, state_dir)
+    publisher = CloudWatchPublisher.from_config(config, fleet.holder.host)
     try:
         attempt = 0
         while not stop.is_set() and not _self_checks(config, s3, soundcloud, fleet, state):
@@ -66,16 +82,19 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
             while not stop.is_set():
                 wake.clear()
                 started = datetime.now(UTC).isoformat(timespec="seconds")
-                summary = {"started_at": started, **mirror.run_cycle().summary(),
+                result = mirror.run_cycle()
+                summary = {"started_at": started, **result.summary(),
                            "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
                 budget_now = budget.snapshot()
                 failing = len(mirror.failures.snapshot())
                 state.set_cycle(summary, failing_tracks=failing, play_budget=budget_now)
-                TRACKS_FAILING.set(failing)
-                PLAYS_REMAINING.set(budget_now["remaining"])
-                ACCOUNTS_HELD.set(fleet.held_count())
-                LIVE_HOSTS.set(fleet.live_hosts())
                 write_last_cycle(state_dir, summary)
+                drilled = _drill_round(drill, fleet) if not stop.is_set() else None
+                state.set_drill(drill_summary(state_dir))
+                figures = _figures(result, failing, budget_now, fleet, drilled)
+                _set_gauges(figures, fleet)
+                if publisher is not None:
+                    publisher.publish(figures)
                 if (not summary["accounts"] and fleet.balanced.is_set()
                         and not fleet.held_count()):
                     state.mark_proven()  # its share of the fleet's accounts is none
@@ -88,6 +107,39 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
         server.stop()
         log.info("agent stopped")
     return 0
+
+
+def _drill_round(drill: Drill, fleet: Fleet) -> DrillRound | None:
+    """The drill's round if one is due; S3 trouble leaves it owed for the next cycle."""
+    try:
+        return drill.run_due(fleet.live_hosts())
+    except TemporaryError as exc:
+        log.warning("restore drill postponed: S3 unreachable", error=str(exc))
+        return None
+
+
+def _figures(result: CycleResult, failing: int, budget_now: dict, fleet: Fleet,
+             drilled: DrillRound | None) -> CycleFigures:
+    blocked = budget_now["remaining"] <= 0 or bool(budget_now["blocked_until"])
+    oldest = result.oldest_unarchived
+    return CycleFigures(
+        cycles_succeeded=int(result.succeeded), tracks_archived=result.mirrored,
+        bytes_archived=result.bytes, tracks_failing=failing,
+        play_budget_remaining=budget_now["remaining"], play_budget_blocked=int(blocked),
+        accounts_without_holder=fleet.accounts_without_holder(),
+        oldest_unarchived_age_s=max(0.0, time.time() - oldest) if oldest is not None else 0.0,
+        drill_revisions=drilled.checked if drilled else 0,
+        drill_failures=drilled.damaged if drilled else 0)
+
+
+def _set_gauges(figures: CycleFigures, fleet: Fleet) -> None:
+    TRACKS_FAILING.set(figures.tracks_failing)
+    PLAYS_REMAINING.set(figures.play_budget_remaining)
+    PLAYS_BLOCKED.set(figures.play_budget_blocked)
+    ACCOUNTS_WITHOUT_HOLDER.set(figures.accounts_without_holder)
+    OLDEST_UNARCHIVED_AGE.set(figures.oldest_unarchived_age_s)
+    ACCOUNTS_HELD.set(fleet.held_count())
+    LIVE_HOSTS.set(fleet.live_hosts())
 
 
 def _self_checks(config: Config, s3, soundcloud: SoundCloudClient, fleet: Fleet,

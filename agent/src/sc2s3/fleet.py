@@ -88,6 +88,7 @@ class Fleet:
         self._yielding: set[str] = set()
         self._busy: dict[str, int] = {}
         self._live_hosts = 1
+        self._unheld = 0
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -114,6 +115,10 @@ class Fleet:
 
     def live_hosts(self) -> int:
         return self._live_hosts
+
+    def accounts_without_holder(self) -> int:
+        """Configured accounts no live process held at the last balance (member only)."""
+        return self._unheld
 
     @contextlib.contextmanager
     def working(self, account: str) -> Iterator[Lease]:
@@ -242,6 +247,7 @@ class Fleet:
                 break
             if self._take(account, views.get(account)):
                 taken += 1
+        self._unheld = len(free) - taken
         if taken:
             self.wake.set()
 

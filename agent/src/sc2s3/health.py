@@ -1,19 +1,20 @@
 """sc2s3.health
 ~~~~~~~~~~~~~~~
 
-The health endpoint (contract: docs/commands.md, "Health endpoint"): ``GET /healthz`` answers 200 with
-``{"status": "ok", "version": ..., "proven": bool, "degraded": bool, "degraded_reasons": [...],
-"failing_tracks": n, "play_budget": {...}, "checks": {...}, "last_cycle": {...}}`` only when every
-startup check passed and the last cycle did not fail outright (the archive unreachable), 503 with
-the same shape otherwise; ``GET /metrics`` answers Prometheus text.
+The health endpoint (contract: docs/commands.md, "Health endpoint"): ``GET /healthz`` answers 200
+with ``{"status": "ok", "version": ..., "proven": bool, "degraded": bool, "degraded_reasons":
+[...], "failing_tracks": n, "play_budget": {...}, "drill": {...}, "checks": {...},
+"last_cycle": {...}}`` only when every startup check passed and the last cycle did not fail
+outright (the archive unreachable), 503 with the same shape otherwise; ``GET /metrics`` answers
+Prometheus text.
 
-SoundCloud trouble (an outage, 5xx, a 429, a spent play budget), failing tracks and failing
-accounts are ``degraded``: still 200, because they are the archive's problem to report, not a
-reason for a rolling update to roll back a good release. ``proven`` turns true once this process
-has read an account's listing to its end (its startup checks wrote to the archive), or finished a
-cycle over its accounts in which no track and no account failed, or holds no account once it has
-balanced with the fleet (more hosts than accounts): the health gate of a rolling update waits for
-it.
+SoundCloud trouble (an outage, 5xx, a 429, a spent play budget), failing tracks, failing accounts
+and damaged revisions found by the restore drill are ``degraded``: still 200, because they are the
+archive's problem to report, not a reason for a rolling update to roll back a good release.
+``proven`` turns true once this process has read an account's listing to its end (its startup
+checks wrote to the archive), or finished a cycle over its accounts in which no track and no
+account failed, or holds no account once it has balanced with the fleet (more hosts than accounts):
+the health gate of a rolling update waits for it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class HealthState:
         self.last_cycle: dict | None = None
         self.failing_tracks = 0
         self.play_budget: dict | None = None
+        self.drill: dict | None = None
         self.proven = False
 
     def check(self, name: str) -> str | None:
@@ -74,6 +76,11 @@ class HealthState:
                                           and not summary.get("failed")
                                           and not summary.get("account_errors"))
 
+    def set_drill(self, summary: dict) -> None:
+        """The restore drill's last 24 h (:func:`sc2s3.drill.drill_summary`)."""
+        with self._lock:
+            self.drill = summary
+
     def snapshot(self) -> tuple[bool, dict]:
         with self._lock:
             passed = {name: outcome for name, outcome in self.checks.items()
@@ -87,7 +94,7 @@ class HealthState:
             return healthy, {"status": status, "version": __version__, "proven": self.proven,
                              "degraded": bool(reasons), "degraded_reasons": reasons,
                              "failing_tracks": self.failing_tracks,
-                             "play_budget": self.play_budget,
+                             "play_budget": self.play_budget, "drill": self.drill,
                              "checks": dict(self.checks), "last_cycle": self.last_cycle}
 
     def _degraded_reasons(self) -> list[str]:
@@ -98,6 +105,9 @@ class HealthState:
         if self.play_budget and self.play_budget.get("blocked_until"):
             until = datetime.fromtimestamp(self.play_budget["blocked_until"], UTC)
             reasons.append(f"plays blocked until {until.isoformat(timespec='seconds')}")
+        if self.drill and self.drill.get("damaged"):
+            reasons.append(f"the restore drill found {self.drill['damaged']} damaged or missing "
+                           f"revisions in the last 24 h (sc2s3 status names them; sc2s3 verify)")
         cycle = self.last_cycle or {}
         reasons += [f"SoundCloud unavailable for {text}"
                     for text in cycle.get("upstream_unavailable", [])]

@@ -50,14 +50,18 @@ class Listing:
 @dataclass
 class Sorted:
     """One chunk of a listing sorted against the catalog: ``jobs`` (new tracks and re-checks
-    taking turns), the ``archived`` tracks that need no transfer (for metadata edits), and the
-    counts of tracks ``skipped`` (archived, nothing due) and ``deferred`` (still backing off
-    after earlier failures)."""
+    taking turns), the ``archived`` tracks that need no transfer (for metadata edits), the count
+    of tracks ``skipped`` (archived, nothing due) and the new tracks ``waiting`` (still backing
+    off after earlier failures)."""
 
     jobs: list[Job]
     archived: list[Track]
     skipped: int
-    deferred: int
+    waiting: list[Track]
+
+    @property
+    def deferred(self) -> int:
+        return len(self.waiting)
 
 
 def read_in_chunks(soundcloud: SoundCloudClient, user_urn: str, listing: Listing,
@@ -105,7 +109,13 @@ class JobSorter:
                 new.append(Job(track, len(entry.revisions) + 1))
             else:
                 archived.append(track)
-        todo = [job for job in new if self.due(job.track.urn)]
+        todo: list[Job] = []
+        waiting: list[Track] = []
+        for job in new:
+            if self.due(job.track.urn):
+                todo.append(job)
+            else:
+                waiting.append(job.track)
         checks: list[Job] = []
         if rechecks and self.recheck_quota > 0:
             due = [t for t in self.upstream.due_rechecks(catalog, archived) if self.due(t.urn)]
@@ -115,4 +125,4 @@ class JobSorter:
         # Re-checks (a play each) take turns with new tracks, never a burst before them.
         jobs = [job for pair in zip_longest(todo, checks) for job in pair if job is not None]
         return Sorted(jobs, archived, skipped=len(archived) - len(checks),
-                      deferred=len(new) - len(todo))
+                      waiting=waiting)

@@ -19,8 +19,9 @@ CYCLE_SECONDS = Histogram("sc2s3_cycle_duration_seconds", "Duration of a mirror 
                           buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
                           registry=REGISTRY)
 LAST_CYCLE_SUCCESS = Gauge("sc2s3_last_cycle_success_timestamp_seconds",
-                           "Unix time of the last cycle that finished without failures.",
-                           registry=REGISTRY)
+                           "Unix time of the last successful cycle: it mirrored at least one "
+                           "account, and no account failed (failing tracks have their own "
+                           "gauge).", registry=REGISTRY)
 TRACKS_FAILING = Gauge("sc2s3_tracks_failing",
                        "Tracks whose last cycle failed; retried with a growing delay.",
                        registry=REGISTRY)
@@ -31,3 +32,18 @@ ACCOUNTS_HELD = Gauge("sc2s3_accounts_held", "Accounts this host holds the lease
                       registry=REGISTRY)
 LIVE_HOSTS = Gauge("sc2s3_fleet_live_hosts", "Hosts of the fleet with a live heartbeat.",
                    registry=REGISTRY)
+PLAYS_BLOCKED = Gauge("sc2s3_fleet_play_budget_blocked",
+                      "1 while the fleet may spend no play (budget spent, or a 429's reset).",
+                      registry=REGISTRY)
+ACCOUNTS_WITHOUT_HOLDER = Gauge("sc2s3_fleet_accounts_without_holder",
+                                "Configured accounts no live process holds, as this host sees "
+                                "the fleet.", registry=REGISTRY)
+OLDEST_UNARCHIVED_AGE = Gauge("sc2s3_oldest_unarchived_track_age_seconds",
+                              "Seconds since the oldest track listed but not archived in the "
+                              "last cycle was created upstream (0: none).", registry=REGISTRY)
+DRILL_REVISIONS = Counter("sc2s3_drill_revisions", "Archived revisions the restore drill read "
+                          "back.", registry=REGISTRY)
+DRILL_FAILURES = Counter("sc2s3_drill_failures", "Revisions the restore drill found damaged or "
+                         "missing.", registry=REGISTRY)
+DRILL_LAST_RUN = Gauge("sc2s3_drill_last_run_timestamp_seconds",
+                       "Unix time of the restore drill's last round.", registry=REGISTRY)

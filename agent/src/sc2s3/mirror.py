@@ -91,12 +91,30 @@ class CycleResult:
     # accounts SoundCloud could not serve this cycle (outage, 5xx, 429): not the agent's fault
     upstream_unavailable: list[str] = field(default_factory=list)
     held_elsewhere: list[str] = field(default_factory=list)  # accounts another process holds
+    # Unix time the oldest track listed but not archived (failed, deferred, rate limited) was
+    # created upstream; None: every listed track is archived.
+    oldest_unarchived: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
         with self._lock:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
+
+    def left(self, tracks: list[Track]) -> None:
+        """``tracks`` were listed and are not archived by this cycle."""
+        created = [c for c in (t.created_epoch for t in tracks) if c is not None]
+        with self._lock:
+            if self.oldest_unarchived is not None:
+                created.append(self.oldest_unarchived)
+            self.oldest_unarchived = min(created, default=None)
+
+    @property
+    def succeeded(self) -> bool:
+        """The cycle mirrored at least one account, and none failed: the archive reachable,
+        SoundCloud serving every account (tracks that fail are counted apart)."""
+        return bool(self.accounts and self.result != "error" and not self.account_errors
+                    and not self.upstream_unavailable)
 
     @property
     def result(self) -> str:
@@ -268,7 +286,7 @@ class Mirror:
         for future in passes:
             future.result()
         CYCLE_SECONDS.observe(time.monotonic() - started)
-        if result.result == "ok" and not dry_run:
+        if result.succeeded and not dry_run:
             LAST_CYCLE_SUCCESS.set_to_current_time()
         log.info("cycle finished", **result.summary())
         return result
@@ -332,6 +350,7 @@ class Mirror:
                 self.upstream.record_metadata_edits(holding.user, catalog, sorted_.archived,
                                                     before_write=holding.acquire)
         result.add(skipped=sorted_.skipped, deferred=sorted_.deferred)
+        result.left(sorted_.waiting)
         counts["listed"] += len(chunk)
         counts["jobs"] += len(sorted_.jobs)
         if dry_run:
@@ -392,6 +411,7 @@ class Mirror:
             return
         if not self._wait_for_plays():
             result.add(rate_limited=1)
+            result.left([track])
             log.info("track deferred: no plays before the budget or a 429 allows",
                      track_urn=track.urn, **self.soundcloud.budget.snapshot())
             return
@@ -421,10 +441,12 @@ class Mirror:
                         reason=str(exc))
         except RateLimited as exc:  # not the track's fault: it starts again after the reset
             result.add(rate_limited=1)
+            result.left([track])
             log.warning("track deferred by a rate limit", track_urn=track.urn, error=str(exc))
         except Exception as exc:  # one track's failure must not stop the others
             TRACKS_FAILED.inc()
             result.add(failed=1)
+            result.left([track])
             if not self.stop.is_set():
                 self.failures.failed(track.urn, f"{type(exc).__name__}: {exc}")
             log.error("track failed", track_urn=track.urn, error=str(exc),

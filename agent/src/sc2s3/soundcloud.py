@@ -20,6 +20,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -43,6 +44,7 @@ TOKEN_RENEW_MARGIN_S = 300
 CONNECT_TIMEOUT_S = 10
 # Seconds without a byte before a download counts as stalled (it is then resumed).
 READ_TIMEOUT_S = float(os.environ.get("SC2S3_READ_TIMEOUT_S", "60"))
+CREATED_AT_FORMAT = "%Y/%m/%d %H:%M:%S %z"  # created_at of API objects
 HLS_PRESETS = ("hls_aac_160_url", "hls_aac_96_url", "hls_mp3_128_url")
 
 
@@ -57,6 +59,15 @@ class Track(BaseModel):
     download_url: str | None = None
     permalink_url: str | None = None
     raw: dict[str, Any] = Field(default_factory=dict, exclude=True, repr=False)
+
+    @property
+    def created_epoch(self) -> float | None:
+        """Unix seconds of ``created_at`` (API format ``2019/01/15 15:40:49 +0000``), or None
+        when it is missing or not in that format."""
+        try:
+            return datetime.strptime(self.raw["created_at"], CREATED_AT_FORMAT).timestamp()
+        except (KeyError, TypeError, ValueError):
+            return None
 
     @classmethod
     def from_api(cls, data: Any) -> Track:

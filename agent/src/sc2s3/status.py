@@ -19,6 +19,7 @@ from . import __version__
 from .archive import Layout, list_user_urns
 from .catalog_stream import scan_catalog
 from .config import Config
+from .drill import drill_summary
 from .failures import FAILURES_FILE, load_failures
 from .fleet import fleet_report, join
 from .state import write_atomic
@@ -30,9 +31,10 @@ FAILING_SHOWN = 20
 
 def collect_status(config: Config, s3) -> dict:
     """``{"version", "bucket", "prefix", "accounts": [...], "last_cycle": {...} | None,
-    "failing_tracks": {urn: {...}}, "play_budget": {...}, "fleet": {...}}``: ``last_cycle`` and
-    ``failing_tracks`` from this host's state_dir, the rest from the bucket (``play_budget`` is
-    the fleet's, ``fleet`` as :func:`sc2s3.fleet.fleet_report` gives it)."""
+    "failing_tracks": {urn: {...}}, "drill": {...}, "play_budget": {...}, "fleet": {...}}``:
+    ``last_cycle``, ``failing_tracks`` and ``drill`` (:func:`sc2s3.drill.drill_summary`) from
+    this host's state_dir, the rest from the bucket (``play_budget`` is the fleet's, ``fleet``
+    as :func:`sc2s3.fleet.fleet_report` gives it)."""
     layout = Layout(config.s3.prefix)
     accounts = []
     for user_urn in list_user_urns(s3, config.s3.bucket, layout):
@@ -54,6 +56,7 @@ def collect_status(config: Config, s3) -> dict:
     return {"version": __version__, "bucket": config.s3.bucket, "prefix": config.s3.prefix,
             "accounts": accounts, "last_cycle": read_last_cycle(state_dir),
             "failing_tracks": load_failures(state_dir / FAILURES_FILE),
+            "drill": drill_summary(state_dir),
             "play_budget": budget.snapshot(), "fleet": report}
 
 
@@ -91,6 +94,7 @@ def print_status(status: dict, console: Console | None = None) -> None:
                   f"{budget['window_s'] / 3600:.0f} h, {budget['remaining']} left" + (
                       f"; blocked by SoundCloud until {_when(budget['blocked_until'])}"
                       if budget["blocked_until"] else ""))
+    _print_drill(status["drill"], console)
     failing = status["failing_tracks"]
     for urn, failure in itertools.islice(failing.items(), FAILING_SHOWN):
         console.print(f"failing: {urn} ({failure['failures']} cycles): {failure['last_error']}",
@@ -98,6 +102,17 @@ def print_status(status: dict, console: Console | None = None) -> None:
     if len(failing) > FAILING_SHOWN:
         console.print(f"… and {len(failing) - FAILING_SHOWN:,} more failing tracks "
                       f"({len(failing):,} in all; sc2s3 status --json lists every one)", markup=False)
+
+
+def _print_drill(drill: dict, console: Console) -> None:
+    if not drill["rounds"]:
+        console.print("restore drill: no round on this host in the last 24 h")
+        return
+    console.print(f"restore drill (this host, last 24 h): {drill['checked']} revisions read back "
+                  f"in {drill['rounds']} rounds, {drill['damaged']} damaged or missing; last "
+                  f"round {drill['last_at']}")
+    for line in drill["lines"][:FAILING_SHOWN]:
+        console.print(f"drill: {line}", markup=False)
 
 
 def _when(epoch: float) -> str:

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import UTC, datetime
 
-from .archive import Layout, metadata_digest, utc_now
+from .archive import Layout, metadata_digest, parse_utc, utc_now
 from .catalog import AccountCatalog, Catalog, MetadataEdit, TrackEntry
 from .errors import Sc2s3Error
 from .logs import log
@@ -32,14 +31,6 @@ from .store import ObjectStore
 
 # A pass re-checks at most 1/RECHECK_SHARE of the play budget's limit.
 RECHECK_SHARE = 20
-
-
-def _epoch(stamp: str) -> float:
-    """Epoch seconds of a catalog time stamp; 0 (long due) for one that is not ours."""
-    try:
-        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    except (TypeError, ValueError):
-        return 0.0
 
 
 class UpstreamChanges:
@@ -105,7 +96,7 @@ class UpstreamChanges:
             if (latest is None or latest.source != "original"
                     or not (track.downloadable and track.download_url)):
                 continue
-            last = _epoch(entry.checked_at or latest.archived_at)
+            last = parse_utc(entry.checked_at or latest.archived_at)  # 0: long due
             if now - last >= self.recheck_interval_s:
                 due.append((last, track))
         due.sort(key=lambda item: item[0])

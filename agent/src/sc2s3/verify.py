@@ -298,11 +298,13 @@ def _draw_logs_above(bars: Progress) -> list[tuple[logging.StreamHandler, object
 
 @dataclass
 class VerifyResult:
-    """``checked``: objects read and checked; ``bytes`` read; ``problems`` found (each handed to
-    ``on_problem`` as it is found); ``recorded``: revisions in the valid catalogs; ``sampled``:
-    ``--sample`` picked what was checked."""
+    """``checked``: objects read and checked, ``damaged`` of them (missing, or not as recorded);
+    ``bytes`` read; ``problems`` found (each handed to ``on_problem`` as it is found; an object
+    may have several); ``recorded``: revisions in the valid catalogs; ``sampled``: ``--sample``
+    picked what was checked."""
 
     checked: int = 0
+    damaged: int = 0
     bytes: int = 0
     problems: int = 0
     recorded: int = 0
@@ -388,6 +390,7 @@ def verify_archive(config: Config, s3, reporter: Reporter | None = None, *,
         finally:
             reporter.finish(handle)
         result.checked += 1
+        result.damaged += bool(problems)
         for text in problems:
             problem(f"{revision.key}: {text}", revision.key, track_urn)
 

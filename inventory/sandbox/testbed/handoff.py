@@ -37,6 +37,8 @@ def sandbox_vars(state: dict[str, Any]) -> dict[str, Any]:
         "sc2s3_soundcloud_client_id": creds["soundcloud_client_id"],
         "sc2s3_soundcloud_client_secret": creds["soundcloud_client_secret"],
         "sc2s3_aws_endpoint_url": f"http://{LOOPBACK}:{ports['moto']}",
+        # The agents publish their CloudWatch figures to the same moto.
+        "sc2s3_cloudwatch_endpoint_url": f"http://{LOOPBACK}:{ports['moto']}",
         "sandbox_debian_releases": {
             host["inventory_host"]: host["debian_release"] for host in state.get("hosts", [])
         },
