@@ -108,11 +108,15 @@ def _print_drill(drill: dict, console: Console) -> None:
     if not drill["rounds"]:
         console.print("restore drill: no round on this host in the last 24 h")
         return
-    console.print(f"restore drill (this host, last 24 h): {drill['checked']} revisions read back "
-                  f"in {drill['rounds']} rounds, {drill['damaged']} damaged or missing; last "
-                  f"round {drill['last_at']}")
+    console.print(f"restore drill (this host, last 24 h): {_count(drill['checked'], 'revision')} "
+                  f"read back in {_count(drill['rounds'], 'round')}, {drill['damaged']} damaged "
+                  f"or missing; last round {drill['last_at']}")
     for line in drill["lines"][:FAILING_SHOWN]:
         console.print(f"drill: {line}", markup=False)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _when(epoch: float) -> str:
