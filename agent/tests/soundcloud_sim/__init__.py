@@ -11,10 +11,17 @@ range_supported, page_size_max (limit above it is clamped), rate_limit_429_shape
 ("errors" | "spam"), play_budget / play_window_s (plays = /download and /streams calls),
 token_limit_app / token_limit_ip ((count, window_s)), hls_segment_urls ("relative" |
 "absolute"), stream_urls ("redirect" | "signed"), last_page_next_href ("null" | "absent"),
-retry_after_s, log_requests.
+retry_after_s, log_requests, redirect_uri (the app's registered redirect), signed_in (the user
+who approves /authorize; default the first).
+Owner authorization (reference 2.13): GET /authorize with PKCE (S256) and state redirects to
+redirect_uri with a code; POST /oauth/token grant_type=authorization_code exchanges it (with
+code_verifier); refresh tokens are single-use and rotate (a reuse is 400 invalid_grant); /me and
+/me/tracks need the owner's token; private tracks (Track sharing="private") show only there, or
+with their secret_token.
 Per track (Track fields): hls_init_maps, hls_byteranges, cdn_identity.
 Test controls: clock.advance(s), fail_next(route, status, kind=..., ...), faults,
-expire_tokens(), rotate_url_key(), issue_token(), reset_counters(), request_log.
+expire_tokens(), rotate_url_key(), issue_token(user=None), revoke(user), consent,
+reset_counters(), request_log.
 """
 
 from .catalog import Catalog, Track, User

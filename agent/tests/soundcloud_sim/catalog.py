@@ -6,6 +6,8 @@ Removing a track from a user is an upstream deletion: it disappears from listing
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,6 +39,8 @@ class Track:
     stream (`hls_bytes`): the playlist only cuts it differently.
     `cdn_identity=False`: the CDN answers the original (GET and HEAD) without `ETag` and without
     `Content-Length` (GET bodies are chunked) and ignores `Range`.
+    `sharing="private"`: listed by /me/tracks to its owner only; /tracks/{id}, /download and
+    /streams answer 404 unless the owner's token or the track's `secret_token` is given.
     """
 
     id: int
@@ -55,6 +59,7 @@ class Track:
     hls_init_maps: int = 0
     hls_byteranges: bool = False
     cdn_identity: bool = True
+    sharing: str = "public"
 
     def __post_init__(self) -> None:
         if self.created_at is None:
@@ -66,12 +71,22 @@ class Track:
             self.hls_size = max(1, self.duration_ms * 20)  # 20 bytes/ms = 160 kbit/s
         if self.access not in ("playable", "preview", "blocked"):
             raise ValueError(f"track {self.id}: access must be playable|preview|blocked")
+        if self.sharing not in ("public", "private"):
+            raise ValueError(f"track {self.id}: sharing must be public|private")
         if self.hls_init_maps < 0:
             raise ValueError(f"track {self.id}: hls_init_maps must be >= 0")
 
     @property
     def urn(self) -> str:
         return f"soundcloud:tracks:{self.id}"
+
+    @property
+    def secret_token(self) -> str | None:
+        """The private track's share token (`s-` and 11 characters, derived from the id)."""
+        if self.sharing != "private":
+            return None
+        digest = hashlib.sha256(f"secret:{self.id}".encode()).digest()
+        return "s-" + base64.urlsafe_b64encode(digest).decode()[:11]
 
 
 @dataclass

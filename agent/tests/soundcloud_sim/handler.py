@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from . import listing, render
-from .catalog import Track
+from .catalog import Track, User
 from .content import (
     HLS_PRESETS,
     hls_seed,
@@ -33,11 +33,16 @@ if TYPE_CHECKING:
     from .simulator import Simulator
 
 JSON_TYPE = "application/json; charset=utf-8"
+# An S256 code_challenge: 43 characters of base64url (RFC 7636, 4.2).
+_PKCE_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 _STREAM_NS = uuid.UUID("6f1c7f52-56c3-4a59-9c1b-5e0b8f9a3c11")
 
 # (methods, path pattern, route name, handler method)
 ROUTES: list[tuple[frozenset[str], re.Pattern[str], str, str]] = [
     (frozenset({"POST"}), re.compile(r"/oauth2?/token"), "token", "_token"),
+    (frozenset({"GET"}), re.compile(r"/authorize"), "authorize", "_authorize"),
+    (frozenset({"GET"}), re.compile(r"/me"), "me", "_me"),
+    (frozenset({"GET"}), re.compile(r"/me/tracks"), "me_tracks", "_me_tracks"),
     (frozenset({"GET"}), re.compile(r"/resolve"), "resolve", "_resolve"),
     (frozenset({"GET"}), re.compile(r"/users/(?P<key>[^/]+)"), "user", "_user"),
     (frozenset({"GET"}), re.compile(r"/users/(?P<key>[^/]+)/tracks"), "tracks_page", "_tracks"),
@@ -128,7 +133,7 @@ class SimHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         self.sim = self.server.sim  # type: ignore[attr-defined]
-        self.route, self.fault = "unknown", None
+        self.route, self.fault, self.owner = "unknown", None, None
         split = urlsplit(self.path)
         path = unquote(split.path)
         self.params = parse_qs(split.query, keep_blank_values=True)
@@ -192,15 +197,26 @@ class SimHandler(BaseHTTPRequestHandler):
                 message = "Rate limit for client credentials tokens exceeded"
                 self._send_json(429, render.error_json(429, message, render.RATE_LIMIT_LINK))
                 return
+            owner = None
         elif grant_type == "refresh_token":
-            if not self.sim.tokens.redeem_refresh(form.get("refresh_token", "")):
+            redeemed, owner = self.sim.tokens.redeem_refresh(form.get("refresh_token", ""))
+            if not redeemed:
+                self.sim.counters.incr("token_invalid_grant")
                 self._send_json(400, render.oauth_error_json(400, "invalid_grant"))
+                return
+        elif grant_type == "authorization_code":
+            owner = self.sim.tokens.redeem_code(
+                form.get("code", ""), form.get("code_verifier", ""), form.get("redirect_uri", ""),
+                now)
+            if isinstance(owner, str):
+                self.sim.counters.incr("token_invalid_grant")
+                self._send_json(400, render.oauth_error_json(400, "invalid_grant", owner))
                 return
         else:
             self._send_json(400, render.oauth_error_json(400, "unsupported_grant"))
             return
         self.sim.counters.incr(f"token_{grant_type}")
-        grant = self.sim.tokens.issue(now)
+        grant = self.sim.tokens.issue(now, owner)
         body = {
             "access_token": grant.access_token,
             "expires_in": grant.expires_in,
@@ -210,8 +226,39 @@ class SimHandler(BaseHTTPRequestHandler):
         }
         self._send_json(200, body, {"Cache-Control": "no-store"})
 
+    def _authorize(self) -> None:
+        """The consent page (reference 2.13), approved at once by the signed-in user (the
+        simulator's `signed_in`) unless `consent` is False: a 302 to the registered
+        redirect_uri with `code` and `state`. A wrong client or redirect_uri is an error page,
+        never a redirect."""
+        query = {k: v[-1] for k, v in self.params.items()}
+        redirect_uri = query.get("redirect_uri", "")
+        if query.get("client_id") != self.sim.client_id:
+            self._send_json(400, render.oauth_error_json(400, "invalid_client"))
+            return
+        if redirect_uri != self.sim.redirect_uri:
+            self._send_json(400, render.oauth_error_json(
+                400, "invalid_request", "redirect_uri is not the one registered for the app"))
+            return
+        answer = {"state": query["state"]} if "state" in query else {}
+        challenge = query.get("code_challenge", "")
+        user = self.sim.signed_in_user()
+        if query.get("response_type") != "code":
+            answer["error"] = "unsupported_response_type"
+        elif query.get("code_challenge_method") != "S256" or not _PKCE_CHALLENGE.fullmatch(
+                challenge):
+            answer["error"] = "invalid_request"  # OAuth 2.1: PKCE with S256 is required
+        elif user is None or not self.sim.consent:
+            answer["error"] = "access_denied"
+        else:
+            answer["code"] = self.sim.tokens.create_code(user.id, challenge, redirect_uri,
+                                                         self.sim.clock.now())
+        self._send_redirect(f"{redirect_uri}?{urlencode(answer)}")
+
     def _authorized(self) -> bool:
-        """True when the request carries a live `Authorization: OAuth <token>`; else sends 401."""
+        """True when the request carries a live `Authorization: OAuth <token>`; else sends 401.
+        Sets `self.owner`: the user the token belongs to (None for Client Credentials)."""
+        self.owner = None
         header = self.headers.get("Authorization")
         if not header:
             # ?client_id= and ?oauth_token= no longer authenticate anything
@@ -221,7 +268,22 @@ class SimHandler(BaseHTTPRequestHandler):
         if scheme != "OAuth" or not self.sim.tokens.is_valid(token.strip(), self.sim.clock.now()):
             self._send_unauthorized("")
             return False
+        self.owner = self.sim.tokens.owner(token.strip(), self.sim.clock.now())
         return True
+
+    def _may_see(self, user: User, track: Track) -> bool:
+        """A private track shows to its owner's token, or with its `secret_token`."""
+        return (track.sharing != "private" or self.owner == user.id
+                or self._param("secret_token") == track.secret_token)
+
+    def _owner_user(self) -> User | None:
+        """The user of an owner token (sends 401 for any other request and returns None)."""
+        if not self._authorized():
+            return None
+        user = self.sim.catalog.user(self.owner) if self.owner is not None else None
+        if user is None:
+            self._send_unauthorized("this resource needs a token of the user (Authorization Code)")
+        return user
 
     def _send_unauthorized(self, message: str) -> None:
         self.sim.counters.incr("unauthorized")
@@ -295,15 +357,30 @@ class SimHandler(BaseHTTPRequestHandler):
         if user is None:
             self._send_json(404, render.error_json(404))
             return
+        public = [t for t in self.sim.catalog.tracks_of(user) if t.sharing != "private"]
+        self._list_tracks(user, public, f"/users/{user.urn}/tracks")
+
+    def _me(self) -> None:
+        user = self._owner_user()
+        if user is not None:
+            tracks = self.sim.catalog.tracks_of(user)
+            private = sum(t.sharing == "private" for t in tracks)
+            self._send_json(200, render.user_json(self.sim.base_url, user, len(tracks) - private,
+                                                  private_tracks_count=private))
+
+    def _me_tracks(self) -> None:
+        user = self._owner_user()
+        if user is not None:
+            self._list_tracks(user, self.sim.catalog.tracks_of(user), "/me/tracks")
+
+    def _list_tracks(self, user: User, tracks: list[Track], path: str) -> None:
         try:
             access = listing.parse_access(self.params.get("access", []))
             size = self._param("page_size") or self._param("limit")
             limit = listing.parse_limit(size, self.sim.page_size_max)
             order = self._param("sort") or self._param("direction") or self._param("order")
             descending = listing.parse_descending(order)
-            items, last = listing.page(
-                self.sim.catalog.tracks_of(user), access, limit, descending, self._param("cursor")
-            )
+            items, last = listing.page(tracks, access, limit, descending, self._param("cursor"))
         except listing.ListingError as exc:
             self._send_json(400, render.error_json(400, str(exc)))
             return
@@ -318,7 +395,7 @@ class SimHandler(BaseHTTPRequestHandler):
             if "access" in query:
                 query["access"] = ",".join(sorted(access))
             query["linked_partitioning"] = "true"
-            body["next_href"] = f"{self.sim.base_url}/users/{user.urn}/tracks?{urlencode(query)}"
+            body["next_href"] = f"{self.sim.base_url}{path}?{urlencode(query)}"
         elif self.sim.last_page_next_href == "null":
             body["next_href"] = None
         self._send_json(200, body)
@@ -327,7 +404,7 @@ class SimHandler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         found = self.sim.catalog.track(key)
-        if found is None:
+        if found is None or not self._may_see(*found):
             self._send_json(404, render.error_json(404))
             return
         self._send_json(200, render.track_json(self.sim.base_url, *found))
@@ -336,7 +413,8 @@ class SimHandler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         found = self.sim.catalog.track(key)
-        if found is None or not found[1].downloadable or found[1].access != "playable":
+        if (found is None or not self._may_see(*found) or not found[1].downloadable
+                or found[1].access != "playable"):
             self._send_json(404, render.error_json(404))
             return
         if self._take_play():
@@ -346,7 +424,7 @@ class SimHandler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         found = self.sim.catalog.track(key)
-        if found is None or found[1].access == "blocked":
+        if found is None or not self._may_see(*found) or found[1].access == "blocked":
             self._send_json(404, render.error_json(404))
             return
         if not self._take_play():

@@ -52,8 +52,13 @@ def mini_user(base: str, user: User) -> dict[str, Any]:
     }
 
 
-def user_json(base: str, user: User, track_count: int) -> dict[str, Any]:
+def user_json(base: str, user: User, track_count: int,
+              private_tracks_count: int | None = None) -> dict[str, Any]:
+    """The user; `private_tracks_count` only in /me (the owner's view)."""
+    extra = {} if private_tracks_count is None else {
+        "private_tracks_count": private_tracks_count, "private_playlists_count": 0}
     return {
+        **extra,
         **mini_user(base, user),
         "full_name": user.username,
         "description": None,
@@ -77,11 +82,12 @@ def track_json(base: str, user: User, track: Track) -> dict[str, Any]:
         "id": track.id,
         "urn": track.urn,
         "title": track.title,
-        "permalink_url": f"{WEB_BASE}/{user.permalink}/{track_slug(track.title)}",
+        "permalink_url": f"{WEB_BASE}/{user.permalink}/{track_slug(track.title)}"
+        + (f"/{track.secret_token}" if track.secret_token else ""),
         "uri": f"{base}/tracks/{track.id}",
         "created_at": track.created_at.strftime(CREATED_AT_FORMAT),
         "duration": track.duration_ms,
-        "sharing": "public",
+        "sharing": track.sharing,
         "streamable": track.access != "blocked",
         "downloadable": downloadable,
         "download_url": f"{base}/tracks/{track.id}/download" if downloadable else None,
@@ -109,7 +115,8 @@ def track_json(base: str, user: User, track: Track) -> dict[str, Any]:
         "commentable": True,
         "purchase_title": None,
         "purchase_url": None,
-        "secret_uri": None,
+        "secret_uri": f"{base}/tracks/{track.id}?secret_token={track.secret_token}"
+        if track.secret_token else None,
         "available_country_codes": None,
         "reveal_stats": True,
         "reveal_comments": True,

@@ -82,6 +82,8 @@ class Simulator:
         last_page_next_href: str = "null",
         retry_after_s: int | None = None,
         log_requests: bool = False,
+        redirect_uri: str = "http://127.0.0.1:8765/callback",
+        signed_in: str | int | None = None,
     ) -> None:
         if rate_limit_429_shape not in RATE_LIMIT_SHAPES:
             raise ValueError(f"rate_limit_429_shape must be one of {RATE_LIMIT_SHAPES}")
@@ -104,6 +106,11 @@ class Simulator:
         self.last_page_next_href = last_page_next_href
         self.retry_after_s = retry_after_s
         self.log_requests = log_requests
+        # The app's registered redirect, and who is signed in on the consent page (None: the
+        # catalog's first user); `consent = False` makes them deny it.
+        self.redirect_uri = redirect_uri
+        self.signed_in = signed_in
+        self.consent = True
         self.clock = Clock()
         self.counters = Counters()
         self.faults = FaultPlan()
@@ -174,9 +181,21 @@ class Simulator:
         """One-shot fault on the next request to `route`; see faults.Fault for the options."""
         return self.faults.fail_next(route, status, **options)
 
-    def issue_token(self) -> str:
-        """An access token without an HTTP round trip (not counted against token limits)."""
-        return self.tokens.issue(self.clock.now()).access_token
+    def issue_token(self, user: str | int | None = None) -> str:
+        """An access token without an HTTP round trip (not counted against token limits); with
+        ``user``, that user's own (as the Authorization Code flow gives it)."""
+        owner = self.catalog.user(user).id if user is not None else None
+        return self.tokens.issue(self.clock.now(), owner).access_token
+
+    def signed_in_user(self):
+        """The user who approves the consent page (see ``signed_in``), or None."""
+        if self.signed_in is not None:
+            return self.catalog.user(self.signed_in)
+        return self.catalog.users[0] if self.catalog.users else None
+
+    def revoke(self, user: str | int) -> None:
+        """The user revokes the app: their tokens answer 401, their refresh tokens invalid_grant."""
+        self.tokens.revoke_user(self.catalog.user(user).id)
 
     def expire_tokens(self) -> None:
         """Every access token issued so far answers 401 from now on."""
