@@ -110,12 +110,15 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
 
 
 def _drill_round(drill: Drill, fleet: Fleet) -> DrillRound | None:
-    """The drill's round if one is due; S3 trouble leaves it owed for the next cycle."""
+    """The drill's round if one is due; S3 trouble leaves it owed for the next cycle. Whatever
+    goes wrong in it is logged: the drill never stops the mirror."""
     try:
         return drill.run_due(fleet.live_hosts())
     except TemporaryError as exc:
         log.warning("restore drill postponed: S3 unreachable", error=str(exc))
-        return None
+    except Exception as exc:  # a bug in the drill must not crash-loop the daemon
+        log.error("restore drill failed", error=str(exc), exc_info=not isinstance(exc, Sc2s3Error))
+    return None
 
 
 def _figures(result: CycleResult, failing: int, budget_now: dict, fleet: Fleet,
