@@ -97,9 +97,11 @@ def roles_with_new_key(root: Path, key: str) -> Path:
     shutil.rmtree(roles, ignore_errors=True)
     shutil.copytree(REPO / "roles", roles)
     template = roles / "sc2s3_agent" / "templates" / "config.toml.j2"
-    text = template.read_text()
-    assert text.rstrip().endswith("}}"), "the [agent] section is no longer last in config.toml.j2"
-    template.write_text(f"{text.rstrip()}\n{key} = 1\n")
+    # In the [agent] section, after its lease_ttl_s line (other sections may follow it).
+    text, count = re.subn(r"^lease_ttl_s = .*$", lambda m: f"{m.group(0)}\n{key} = 1",
+                          template.read_text(), flags=re.MULTILINE)
+    assert count == 1, f"no lease_ttl_s line in {template}"
+    template.write_text(text)
     return roles
 
 
