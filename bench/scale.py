@@ -82,6 +82,7 @@ from harness import (
     simulator,
     write_config,
 )
+from support.s3_faults import relay_answer
 
 KIB = 1024
 POLL_S = 0.02  # how often a running agent is checked: its exit, its VmHWM, its timeout
@@ -203,21 +204,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                                "x-amz-copy-source" in self.headers)
         self.server.count(self.command, f"{name} {kind}", length, len(data), status,
                           time.monotonic() - asked)
-        self._answer(status, headers, data)
-
-    def _answer(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
-        self.send_response(status)
-        dropped = {"connection", "keep-alive", "transfer-encoding"}
-        if self.command != "HEAD":
-            dropped.add("content-length")
-        for name, value in headers:
-            if name.lower() not in dropped:
-                self.send_header(name, value)
-        if self.command != "HEAD":
-            self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        relay_answer(self, status, headers, data)
 
     def _ask_upstream(self, body: bytes | None) -> tuple[int, list, bytes]:
         # We hold the whole body: no 100-continue upstream (Expect is not signed by SigV4).
@@ -319,9 +306,9 @@ def build_catalog(tracks: int, accounts: int) -> IndexedCatalog:
 
 
 @dataclass
-class Pass:
-    """One ``mirror --once``: the process (see :class:`Exited`), S3 as the proxy saw it, and
-    SoundCloud's request counts."""
+class Exited:
+    """An agent process, reaped: exit code, whether it was killed at the timeout, wall and CPU
+    seconds (user + system), peak RSS in MiB (its VmHWM) and ``ru_maxrss`` for comparison."""
 
     exit_code: int
     timed_out: bool
@@ -329,6 +316,13 @@ class Pass:
     cpu_s: float
     peak_rss_mib: float
     ru_maxrss_mib: float
+
+
+@dataclass
+class Pass(Exited):
+    """One ``mirror --once``: the process (the fields of :class:`Exited`), S3 as the proxy saw
+    it, and SoundCloud's request counts."""
+
     s3: S3Tally
     sc_requests: int
     sc_routes: dict
@@ -400,19 +394,6 @@ def measure_pass(bench: Bench, agent: str, config: Path, sim, timeout_s: float,
     counters = sim.counters.snapshot()
     return Pass(**asdict(exited), s3=bench.proxy.take(), sc_requests=counters.get("requests", 0),
                 sc_routes={k: v for k, v in counters.items() if k not in ("requests", "cdn_bytes")})
-
-
-@dataclass
-class Exited:
-    """An agent process, reaped: exit code, whether it was killed at the timeout, wall and CPU
-    seconds (user + system), peak RSS in MiB (its VmHWM) and ``ru_maxrss`` for comparison."""
-
-    exit_code: int
-    timed_out: bool
-    wall_s: float
-    cpu_s: float
-    peak_rss_mib: float
-    ru_maxrss_mib: float
 
 
 def run_agent(argv: list[str], env: dict[str, str], timeout_s: float, log: Path) -> Exited:

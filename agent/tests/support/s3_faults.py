@@ -44,6 +44,26 @@ ERROR_BODY = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</
               "<Message>injected by the test proxy</Message></Error>")
 
 
+# Hop-by-hop headers: they describe the upstream connection, not the answer relayed.
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding"})
+
+
+def relay_answer(handler: BaseHTTPRequestHandler, status: int,
+                 headers: list[tuple[str, str]], data: bytes) -> None:
+    """Send an upstream answer (read whole: ``data``) to ``handler``'s client: its status and
+    end-to-end headers, with a Content-Length of ``data`` (a HEAD's own stays, with no body)."""
+    handler.send_response(status)
+    head = handler.command == "HEAD"
+    for name, value in headers:
+        if name.lower() not in _HOP_BY_HOP and (head or name.lower() != "content-length"):
+            handler.send_header(name, value)
+    if not head:
+        handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    if not head:
+        handler.wfile.write(data)
+
+
 @dataclass
 class S3Fault:
     """Answer ``status``/``code`` to requests whose method is ``method``, whose query contains
@@ -137,17 +157,7 @@ class S3FaultProxy:
                     self._refuse(fault, split, arrived)
                     return
                 proxy._record(self.command, split, answer.status, arrived)
-                self.send_response(answer.status)
-                dropped = ("transfer-encoding", "connection") if self.command == "HEAD" else (
-                    "content-length", "transfer-encoding", "connection")
-                for name, value in answer.getheaders():
-                    if name.lower() not in dropped:
-                        self.send_header(name, value)
-                if self.command != "HEAD":
-                    self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                relay_answer(self, answer.status, answer.getheaders(), data)
 
             def _refuse(self, fault: S3Fault, split, arrived: float) -> None:
                 proxy._record(self.command, split, fault.status, arrived)
