@@ -110,6 +110,10 @@ def fleet(tmp_path, seaweed, bucket, agent_env):
     yield make
     for host in hosts:
         host.stop()
+        # Shown by pytest only when the test failed: each host's own account of it.
+        if host.process is not None:
+            print(f"--- {host.name} (pid {host.pid}, exit {host.process.returncode}) ---")
+            print("\n".join(host.output().splitlines()[-40:]))
 
 
 def leases(s3, bucket: str) -> dict[str, dict]:
