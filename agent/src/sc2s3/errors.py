@@ -44,3 +44,10 @@ class UpstreamError(Sc2s3Error):
 
 class IntegrityError(Sc2s3Error):
     """Bytes read back do not match the checksum recorded when they were archived."""
+
+
+class OwnerAuthorizationError(UpstreamError):
+    """The account owner's authorization is missing, refused or broken (a 401 with the owner's
+    token, an ``invalid_grant`` on refresh, a token of another account). Fixed by the owner
+    running ``sc2s3 authorize --account A`` again; meanwhile the account's public tracks are
+    mirrored with the app's own token."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import m3u8
 import requests
@@ -32,13 +32,18 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .config import SoundCloudConfig
-from .errors import TemporaryError, UpstreamError, UpstreamUnavailable
+from .errors import OwnerAuthorizationError, TemporaryError, UpstreamError, UpstreamUnavailable
 from .logs import log
 from .ratelimit import RateLimited, retry_at
 from .state import write_atomic
 
 USER_URN = re.compile(r"^soundcloud:users:[0-9]+$")
 TRACK_URN = re.compile(r"^soundcloud:tracks:[0-9]+$")
+PLAYLIST_URN = re.compile(r"^soundcloud:playlists:[0-9]+$")
+SECRET_TOKEN = re.compile(r"s-[A-Za-z0-9_-]{1,64}")
+# Public listings leave blocked tracks out unless asked (reference 2.13): ask, so that a track
+# that cannot be archived is listed with its reason instead of missing silently.
+PUBLIC_ACCESS = "playable,preview,blocked"
 PAGE_LIMIT = 200  # the API's maximum page size
 TOKEN_RENEW_MARGIN_S = 300
 CONNECT_TIMEOUT_S = 10
@@ -58,7 +63,37 @@ class Track(BaseModel):
     downloadable: bool = False
     download_url: str | None = None
     permalink_url: str | None = None
+    sharing: str = "public"
+    access: str = "playable"
+    artwork_url: str | None = None
     raw: dict[str, Any] = Field(default_factory=dict, exclude=True, repr=False)
+
+    @property
+    def private(self) -> bool:
+        return self.sharing == "private"
+
+    @property
+    def secret_token(self) -> str | None:
+        """A private track's share token: the ``secret_token`` query parameter of its
+        ``secret_uri`` (reference 2.13: a parameter of ``/tracks/{urn}`` and ``/streams``, not
+        a field), or None."""
+        return secret_token_of(self.raw.get("secret_uri"))
+
+    @property
+    def unarchivable(self) -> str | None:
+        """Why SoundCloud serves this track's audio to no one (``access``), or None: a
+        ``preview`` track has only a 30 s excerpt, a ``blocked`` one nothing."""
+        if self.access == "preview":
+            return "preview only: SoundCloud serves a 30 s excerpt, not the track (access=preview)"
+        if self.access == "blocked":
+            return "blocked: SoundCloud serves no audio for it (access=blocked)"
+        return None
+
+    def api_url(self, api_url: str, suffix: str = "") -> str:
+        """``{api_url}/tracks/{urn}{suffix}``, with the private track's ``secret_token``."""
+        url = f"{api_url}/tracks/{self.urn}{suffix}"
+        token = self.secret_token
+        return f"{url}?{urlencode({'secret_token': token})}" if token else url
 
     @property
     def created_epoch(self) -> float | None:
@@ -218,11 +253,14 @@ class SoundCloudClient:
 
     # -- API calls -----------------------------------------------------------------------------
 
-    def get(self, url: str, play: bool = False, **kwargs) -> requests.Response:
-        """GET ``url``, with the OAuth header when it is on the API origin; renews the token once
-        on 401.
+    def get(self, url: str, play: bool = False, owner_token: str | None = None,
+            **kwargs) -> requests.Response:
+        """GET ``url``, with the OAuth header when it is on the API origin; renews the app's
+        token once on 401.
 
         :param play: the request counts against the play budget (``/download``, ``/streams``).
+        :param owner_token: send the account owner's access token (Authorization Code, reference
+            2.13) instead of the app's; a 401 then raises :class:`OwnerAuthorizationError`.
         :raises RateLimited: HTTP 429 (new plays are blocked until its reset), or no budget left.
         :raises UpstreamUnavailable: network failure or 5xx after retries.
         :raises UpstreamError: any other non-2xx/3xx answer.
@@ -233,13 +271,16 @@ class SoundCloudClient:
         for attempt in (1, 2):
             headers = {"Accept": "application/json"}
             if authorized:
-                token = self.access_token()
+                token = owner_token or self.access_token()
                 headers["Authorization"] = f"OAuth {token}"
             try:
                 response = self.session.get(url, headers=headers,
                                             timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), **kwargs)
             except requests.RequestException as exc:
                 raise UpstreamUnavailable(f"SoundCloud unreachable: {_scrub(url)}: {exc}") from exc
+            if response.status_code == 401 and authorized and owner_token:
+                raise OwnerAuthorizationError(f"SoundCloud refused the owner's token (HTTP 401) "
+                                              f"for {_scrub(url)}")
             if response.status_code == 401 and authorized and attempt == 1:
                 self.invalidate_token(token)
                 continue
@@ -274,39 +315,69 @@ class SoundCloudClient:
         except (ValidationError, TypeError) as exc:
             raise UpstreamError(f"account {account!r} did not resolve to a user: {exc}") from exc
 
-    def iter_tracks(self, user_urn: str, malformed: list[str] | None = None):
-        """Yield every :class:`Track` of the user, following ``next_href`` cursors.
+    def me(self, owner_token: str) -> dict:
+        """``GET /me`` with the owner's token: the user object, with ``track_count`` (public)
+        and ``private_tracks_count`` (reference 2.13).
+
+        :raises OwnerAuthorizationError: the token was refused. :raises UpstreamError: the answer
+            is not a user object."""
+        data = _json(self.get(f"{self.config.api_url}/me", owner_token=owner_token))
+        if not isinstance(data, dict) or not USER_URN.fullmatch(str(data.get("urn", ""))):
+            raise UpstreamError("/me did not answer a user object with a user URN")
+        return data
+
+    def iter_tracks(self, user_urn: str, malformed: list[str] | None = None,
+                    owner_token: str | None = None):
+        """Yield every :class:`Track` of the user, following ``next_href`` cursors: with the
+        owner's token ``/me/tracks`` (private tracks included), else ``/users/{urn}/tracks`` with
+        ``access=playable,preview,blocked`` (tracks that cannot be archived are listed too).
 
         :param malformed: where a track object that breaks the contract is reported (its error
             text) and skipped, so one bad item does not stall the account; None: raise.
         :raises UpstreamError: a page is not a track page, or a ``next_href`` repeats (a loop).
+        :raises OwnerAuthorizationError: the owner's token was refused.
         """
-        url = f"{self.config.api_url}/users/{user_urn}/tracks?linked_partitioning=true&limit={PAGE_LIMIT}"
+        if owner_token:
+            url = f"{self.config.api_url}/me/tracks?linked_partitioning=true&limit={PAGE_LIMIT}"
+        else:
+            url = (f"{self.config.api_url}/users/{user_urn}/tracks?linked_partitioning=true"
+                   f"&limit={PAGE_LIMIT}&access={quote(PUBLIC_ACCESS, safe='')}")
+        for item in self.iter_collection(url, "track", owner_token=owner_token):
+            try:
+                track = Track.from_api(item)
+            except UpstreamError as exc:
+                if malformed is None:
+                    raise
+                malformed.append(str(exc))
+                continue
+            yield track
+
+    def iter_collection(self, url: str, kind: str, owner_token: str | None = None):
+        """Yield the raw items of a paged ``collection``, following ``next_href`` until it is
+        absent: never stopping on a short or empty page (pages count items the token cannot
+        see, reference 2.13).
+
+        :param kind: what the items are, for error messages (``track``, ``playlist``).
+        :raises UpstreamError: a page lacks its ``collection`` list, or a ``next_href`` repeats
+            (a loop) or is not an http(s) URL.
+        """
         fetched: set[str] = set()
         while url:
             if url in fetched:
-                raise UpstreamError(f"track pages loop: next_href repeats {_scrub(url)}")
+                raise UpstreamError(f"{kind} pages loop: next_href repeats {_scrub(url)}")
             fetched.add(url)
-            page = _json(self.get(url))
+            page = _json(self.get(url, owner_token=owner_token))
             collection = page.get("collection") if isinstance(page, dict) else None
             if not isinstance(collection, list):
-                raise UpstreamError("track page lacks a 'collection' list")
-            for item in collection:
-                try:
-                    track = Track.from_api(item)
-                except UpstreamError as exc:
-                    if malformed is None:
-                        raise
-                    malformed.append(str(exc))
-                    continue
-                yield track
+                raise UpstreamError(f"{kind} page lacks a 'collection' list")
+            yield from collection
             url = page.get("next_href") or None
             if url is not None and not str(url).startswith(("http://", "https://")):
-                raise UpstreamError("track page has a next_href that is not an http(s) URL")
+                raise UpstreamError(f"{kind} page has a next_href that is not an http(s) URL")
 
     def signed_download_url(self, track: Track) -> str:
         """Follow ``/tracks/{urn}/download`` to its short-lived signed CDN URL (not followed)."""
-        url = track.download_url or f"{self.config.api_url}/tracks/{track.urn}/download"
+        url = track.download_url or track.api_url(self.config.api_url, "/download")
         response = self.get(url, play=True, allow_redirects=False)
         location = response.headers.get("Location")
         if response.status_code not in (301, 302, 303, 307, 308) or not location:
@@ -336,7 +407,7 @@ class SoundCloudClient:
 
         The URL is either an API URL that redirects to a freshly signed CDN playlist (it can be
         fetched again later), or a signed CDN playlist URL that expires in minutes."""
-        streams = _json(self.get(f"{self.config.api_url}/tracks/{track.urn}/streams", play=True))
+        streams = _json(self.get(track.api_url(self.config.api_url, "/streams"), play=True))
         for field in HLS_PRESETS:
             url = streams.get(field) if isinstance(streams, dict) else None
             if isinstance(url, str) and url.startswith(("http://", "https://")):
@@ -455,6 +526,15 @@ def _byterange(value: str | None, previous: tuple[str, int] | None, url: str,
         raise UpstreamError(f"HLS byte range {value!r} has no start: no previous sub-range of "
                             "the same resource")
     return previous[1], int(length)
+
+
+def secret_token_of(url: object) -> str | None:
+    """The ``secret_token`` query parameter of a ``secret_uri`` (``s-`` and letters), or None."""
+    if not isinstance(url, str):
+        return None
+    values = parse_qs(urlsplit(url).query).get("secret_token", [])
+    token = values[-1] if values else ""
+    return token if SECRET_TOKEN.fullmatch(token) else None
 
 
 def _json(response: requests.Response) -> Any:
