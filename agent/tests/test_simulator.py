@@ -587,7 +587,8 @@ def test_content_is_deterministic_and_offset_dependent() -> None:
 def test_demo_catalog_shape() -> None:
     catalog = demo_catalog()
     assert [u.permalink for u in catalog.users] == ["band-one", "band-two"]
-    listed = [t for u in catalog.users for t in u.tracks if t.access != "blocked"]
+    listed = [t for u in catalog.users for t in u.tracks
+              if t.access != "blocked" and t.sharing == "public"]
     assert len(listed) == 6
     assert any(not t.downloadable for t in listed)
     assert any("../../etc/passwd" in t.title for t in listed)

@@ -17,7 +17,8 @@ import threading
 from pathlib import Path
 
 from .catalog import Catalog
-from .demo import demo_catalog
+from .demo import DEMO_SIGNED_IN, demo_catalog
+from .listing import SHORT_PAGES
 from .simulator import Simulator
 
 
@@ -38,6 +39,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hls-segment-urls", choices=["relative", "absolute"], default="relative")
     parser.add_argument("--stream-urls", choices=["redirect", "signed"], default="redirect",
                         help="/streams gives API URLs that redirect, or signed CDN URLs")
+    parser.add_argument("--short-pages", choices=SHORT_PAGES, default="private",
+                        help="what listing pages count before hiding what the caller may not see")
+    parser.add_argument("--signed-in", default=None,
+                        help="permalink or id of the user who approves /authorize (default: "
+                             f"{DEMO_SIGNED_IN} with --demo, else the catalog's first user)")
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     args = parser.parse_args(argv)
     if not args.host.startswith("127."):
@@ -62,7 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         hls_segment_urls=args.hls_segment_urls,
         stream_urls=args.stream_urls,
         log_requests=not args.quiet,
+        short_pages=args.short_pages,
+        signed_in=args.signed_in or (DEMO_SIGNED_IN if args.demo else None),
     )
+    if sim.signed_in is not None and sim.signed_in_user() is None:
+        print(f"--signed-in {sim.signed_in!r}: no such user in the catalog", file=sys.stderr)
+        return 2
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     sim.start()

@@ -1,7 +1,9 @@
-"""The simulated SoundCloud content: users and their tracks, mutable while the server runs.
+"""The simulated SoundCloud content: users, their tracks and their playlists (sets), mutable
+while the server runs.
 
-Removing a track from a user is an upstream deletion: it disappears from listings and
-`GET /tracks/{id}` answers 404. Bumping `Track.revision` replaces the upstream file's bytes.
+Removing a track from a user is an upstream deletion: it disappears from listings and sets, and
+`GET /tracks/{id}` answers 404. Bumping `Track.revision` replaces the upstream file's bytes;
+bumping `artwork_revision` (or `User.avatar_revision`) replaces the image: new URL, new bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,24 @@ from typing import Any
 
 CREATED_AT_FORMAT = "%Y/%m/%d %H:%M:%S %z"  # SoundCloud's "2019/01/15 15:40:49 +0000"
 _EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
+# What images exist (reference 2.13 "Artwork"): None no image (the JSON's URL is null); "jpg"
+# -large, -t500x500 and -original as JPEG; "png" the -original only as PNG; "no-original"
+# -large and -t500x500 only.
+ARTWORK_KINDS = (None, "jpg", "png", "no-original")
+SHARING = ("public", "private")
+
+
+def _secret_token(seed: str) -> str:
+    """A share token: `s-` and 11 characters, derived from `seed`."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    return "s-" + base64.urlsafe_b64encode(digest).decode()[:11]
+
+
+def _check_artwork(what: str, value: str | None, revision: int) -> None:
+    if value not in ARTWORK_KINDS:
+        raise ValueError(f"{what}: artwork/avatar must be one of {ARTWORK_KINDS}")
+    if revision < 0:
+        raise ValueError(f"{what}: artwork/avatar revision must be >= 0")
 
 
 def parse_created_at(value: datetime | str) -> datetime:
@@ -41,6 +61,7 @@ class Track:
     `Content-Length` (GET bodies are chunked) and ignores `Range`.
     `sharing="private"`: listed by /me/tracks to its owner only; /tracks/{id}, /download and
     /streams answer 404 unless the owner's token or the track's `secret_token` is given.
+    `artwork` (see ARTWORK_KINDS) and `artwork_revision`: the images behind `artwork_url`.
     """
 
     id: int
@@ -60,6 +81,8 @@ class Track:
     hls_byteranges: bool = False
     cdn_identity: bool = True
     sharing: str = "public"
+    artwork: str | None = "jpg"
+    artwork_revision: int = 0
 
     def __post_init__(self) -> None:
         if self.created_at is None:
@@ -71,8 +94,9 @@ class Track:
             self.hls_size = max(1, self.duration_ms * 20)  # 20 bytes/ms = 160 kbit/s
         if self.access not in ("playable", "preview", "blocked"):
             raise ValueError(f"track {self.id}: access must be playable|preview|blocked")
-        if self.sharing not in ("public", "private"):
+        if self.sharing not in SHARING:
             raise ValueError(f"track {self.id}: sharing must be public|private")
+        _check_artwork(f"track {self.id}", self.artwork, self.artwork_revision)
         if self.hls_init_maps < 0:
             raise ValueError(f"track {self.id}: hls_init_maps must be >= 0")
 
@@ -85,16 +109,78 @@ class Track:
         """The private track's share token (`s-` and 11 characters, derived from the id)."""
         if self.sharing != "private":
             return None
-        digest = hashlib.sha256(f"secret:{self.id}".encode()).digest()
-        return "s-" + base64.urlsafe_b64encode(digest).decode()[:11]
+        return _secret_token(f"secret:{self.id}")
+
+
+@dataclass
+class Playlist:
+    """A set: `tracks` are track ids in order (any user's; a deleted track drops out, a repeated
+    id is listed twice). `sharing="private"`: listed by /me/playlists to its owner only;
+    /playlists/{id} and /playlists/{id}/tracks answer 404 unless the owner's token or the
+    playlist's `secret_token` is given. `last_modified` defaults to `created_at` (which derives
+    from the id); set it, or call `touch(when)`, when the set is edited. `artwork` and
+    `artwork_revision` as for Track (the playlist's own image; None: `artwork_url` is null).
+    """
+
+    id: int
+    title: str
+    tracks: list[int] = field(default_factory=list)
+    sharing: str = "public"
+    artwork: str | None = "jpg"
+    artwork_revision: int = 0
+    created_at: datetime | str | None = None
+    last_modified: datetime | str | None = None
+    description: str = ""
+    likes_count: int = 0
+    reposts_count: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.created_at is None:
+            self.created_at = _EPOCH + timedelta(hours=self.id % 1_000_000)
+        self.created_at = parse_created_at(self.created_at)
+        self.last_modified = (self.created_at if self.last_modified is None
+                              else parse_created_at(self.last_modified))
+        self.tracks = [_parse_id(t, "tracks") for t in self.tracks]
+        if any(t is None for t in self.tracks):
+            raise ValueError(f"playlist {self.id}: tracks must be track ids or URNs")
+        if self.sharing not in SHARING:
+            raise ValueError(f"playlist {self.id}: sharing must be public|private")
+        _check_artwork(f"playlist {self.id}", self.artwork, self.artwork_revision)
+
+    @property
+    def urn(self) -> str:
+        return f"soundcloud:playlists:{self.id}"
+
+    @property
+    def secret_token(self) -> str | None:
+        """The private set's share token (`s-` and 11 characters, derived from the id)."""
+        if self.sharing != "private":
+            return None
+        return _secret_token(f"secret:playlist:{self.id}")
+
+    def touch(self, when: datetime | str | None = None) -> None:
+        """Mark the set edited: `last_modified` becomes `when` (default: a minute later)."""
+        assert isinstance(self.last_modified, datetime)
+        self.last_modified = (self.last_modified + timedelta(minutes=1) if when is None
+                              else parse_created_at(when))
 
 
 @dataclass
 class User:
+    """A user; `avatar` (see ARTWORK_KINDS) and `avatar_revision` are the images behind
+    `avatar_url`."""
+
     id: int
     permalink: str
     username: str
     tracks: list[Track] = field(default_factory=list)
+    playlists: list[Playlist] = field(default_factory=list)
+    avatar: str | None = "jpg"
+    avatar_revision: int = 0
+
+    def __post_init__(self) -> None:
+        _check_artwork(f"user {self.id}", self.avatar, self.avatar_revision)
 
     @property
     def urn(self) -> str:
@@ -102,7 +188,8 @@ class User:
 
 
 class Catalog:
-    """Users and tracks, looked up by numeric id, URN or permalink. Safe to mutate at runtime."""
+    """Users, tracks and playlists, looked up by numeric id, URN or permalink. Safe to mutate at
+    runtime."""
 
     def __init__(self, users: list[User] | None = None) -> None:
         self.users: list[User] = list(users or [])
@@ -131,6 +218,18 @@ class Catalog:
                         return user, track
         return None
 
+    def playlist(self, key: str | int) -> tuple[User, Playlist] | None:
+        """(owner, playlist) by id or "soundcloud:playlists:<id>"; None once deleted."""
+        playlist_id = _parse_id(key, "playlists")
+        if playlist_id is None:
+            return None
+        with self._lock:
+            for user in self.users:
+                for playlist in user.playlists:
+                    if playlist.id == playlist_id:
+                        return user, playlist
+        return None
+
     def add_user(self, user: User) -> None:
         with self._lock:
             self.users.append(user)
@@ -156,15 +255,46 @@ class Catalog:
         with self._lock:
             return list(user.tracks)
 
+    def add_playlist(self, user_key: str | int, playlist: Playlist) -> None:
+        with self._lock:
+            user = self.user(user_key)
+            if user is None:
+                raise KeyError(f"no user {user_key!r}")
+            user.playlists.append(playlist)
+
+    def remove_playlist(self, playlist_key: str | int) -> Playlist:
+        """Delete a set upstream; returns it so a test can add it back."""
+        with self._lock:
+            found = self.playlist(playlist_key)
+            if found is None:
+                raise KeyError(f"no playlist {playlist_key!r}")
+            user, playlist = found
+            user.playlists.remove(playlist)
+            return playlist
+
+    def playlists_of(self, user: User) -> list[Playlist]:
+        with self._lock:
+            return list(user.playlists)
+
+    def playlist_tracks(self, playlist: Playlist) -> list[tuple[int, User, Track]]:
+        """(position in `playlist.tracks`, owner, track) of the set's tracks still upstream."""
+        with self._lock:
+            where = {t.id: (u, t) for u in self.users for t in u.tracks}
+            return [(i, *where[t]) for i, t in enumerate(playlist.tracks) if t in where]
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Catalog:
-        """Build from `{"users": [{"id", "permalink", "username", "tracks": [{Track fields}]}]}`."""
+        """Build from `{"users": [{"id", "permalink", "username", "avatar", "avatar_revision",
+        "tracks": [{Track fields}], "playlists": [{Playlist fields}]}]}`."""
         users = [
             User(
                 id=int(u["id"]),
                 permalink=u["permalink"],
                 username=u.get("username", u["permalink"]),
                 tracks=[Track(**t) for t in u.get("tracks", [])],
+                playlists=[Playlist(**p) for p in u.get("playlists", [])],
+                avatar=u.get("avatar", "jpg"),
+                avatar_revision=int(u.get("avatar_revision", 0)),
             )
             for u in data.get("users", [])
         ]

@@ -12,11 +12,14 @@ Kinds:
   has expired (a CDN route then answers 403): a slow transfer without the wait.
 
 `user`: only requests whose URL names this user (its URN or permalink, as the agent sends it),
-for the user and tracks_page routes.
+for the user, tracks_page and user_playlists routes. `track_id` does not match the playlist
+routes; on the image route it matches track artwork only.
 
-Route names: token, resolve, user, tracks_page, track, download, streams, hls, preview,
+Route names: token, authorize, resolve, me, me_tracks, me_playlists, user, tracks_page,
+user_playlists, playlist, playlist_tracks, track, download, streams, hls, preview,
 cdn (original file), cdn_playlist, cdn_segment (an HLS media segment, or the one file of a
-byte-range rendition), cdn_init (an EXT-X-MAP init section), cdn_preview, or "*" for any.
+byte-range rendition), cdn_init (an EXT-X-MAP init section), cdn_preview, image (artwork and
+avatars), or "*" for any.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ class Fault:
     shape: str | None = None  # 429 body shape ("errors" | "spam"); None = the simulator's
     retry_after_s: int | None = None  # adds a Retry-After header to status faults
     advance_s: float | None = None  # "expire": clock step; None = url_ttl_s + 1
-    user: str | None = None  # only requests naming this user (user and tracks_page routes)
+    user: str | None = None  # only requests naming this user (user, tracks_page, user_playlists)
     release: threading.Event | None = field(default=None, compare=False)  # ends a "stall"
     fired: int = 0
 

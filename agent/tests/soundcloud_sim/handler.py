@@ -1,4 +1,4 @@
-"""HTTP request handling: routing, OAuth checks, API JSON, redirects and CDN byte streams."""
+"""HTTP request handling: routing, OAuth checks, API JSON, redirects, CDN byte streams and images."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import re
 import socket
 import struct
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from . import listing, render
-from .catalog import Track, User
+from . import images, listing, render
+from .catalog import Playlist, Track, User
 from .content import (
     HLS_PRESETS,
     hls_seed,
@@ -43,9 +43,23 @@ ROUTES: list[tuple[frozenset[str], re.Pattern[str], str, str]] = [
     (frozenset({"GET"}), re.compile(r"/authorize"), "authorize", "_authorize"),
     (frozenset({"GET"}), re.compile(r"/me"), "me", "_me"),
     (frozenset({"GET"}), re.compile(r"/me/tracks"), "me_tracks", "_me_tracks"),
+    (frozenset({"GET"}), re.compile(r"/me/playlists"), "me_playlists", "_me_playlists"),
     (frozenset({"GET"}), re.compile(r"/resolve"), "resolve", "_resolve"),
     (frozenset({"GET"}), re.compile(r"/users/(?P<key>[^/]+)"), "user", "_user"),
     (frozenset({"GET"}), re.compile(r"/users/(?P<key>[^/]+)/tracks"), "tracks_page", "_tracks"),
+    (
+        frozenset({"GET"}),
+        re.compile(r"/users/(?P<key>[^/]+)/playlists"),
+        "user_playlists",
+        "_user_playlists",
+    ),
+    (frozenset({"GET"}), re.compile(r"/playlists/(?P<key>[^/]+)"), "playlist", "_playlist"),
+    (
+        frozenset({"GET"}),
+        re.compile(r"/playlists/(?P<key>[^/]+)/tracks"),
+        "playlist_tracks",
+        "_playlist_tracks",
+    ),
     (frozenset({"GET"}), re.compile(r"/tracks/(?P<key>[^/]+)"), "track", "_track"),
     (frozenset({"GET"}), re.compile(r"/tracks/(?P<key>[^/]+)/download"), "download", "_download"),
     (frozenset({"GET"}), re.compile(r"/tracks/(?P<key>[^/]+)/streams"), "streams", "_streams"),
@@ -89,6 +103,8 @@ ROUTES: list[tuple[frozenset[str], re.Pattern[str], str, str]] = [
         "cdn_preview",
         "_cdn_preview",
     ),
+    # artwork and avatars: a public image CDN (no Authorization, not plays, not `cdn_*` counted)
+    (frozenset({"GET", "HEAD"}), images.PATH, "image", "_image"),
     (frozenset({"GET"}), re.compile(r"/_sim/health"), "sim_health", "_sim_health"),
     (frozenset({"GET"}), re.compile(r"/_sim/counters"), "sim_counters", "_sim_counters"),
 ]
@@ -152,7 +168,9 @@ class SimHandler(BaseHTTPRequestHandler):
                 self.sim.counters.incr("cdn_requests")
             named_user = route.startswith(("user", "tracks_"))
             key = match.groupdict().get("key")
-            self.fault = self.sim.faults.take(route, None if named_user else _track_id_of(key),
+            about_track = not named_user and not route.startswith("playlist") and (
+                route != "image" or match.group("kind") == "artworks")
+            self.fault = self.sim.faults.take(route, _track_id_of(key) if about_track else None,
                                               unquote(key) if named_user and key else None)
             if self.fault:
                 self.sim.counters.incr("faults_fired")
@@ -276,6 +294,22 @@ class SimHandler(BaseHTTPRequestHandler):
         return (track.sharing != "private" or self.owner == user.id
                 or self._param("secret_token") == track.secret_token)
 
+    def _may_see_playlist(self, user: User, playlist: Playlist) -> bool:
+        """A private set shows to its owner's token, or with its `secret_token`."""
+        return (playlist.sharing != "private" or self.owner == user.id
+                or self._param("secret_token") == playlist.secret_token)
+
+    def _may_see_in_set(self, user: User, playlist: Playlist, track_owner: User,
+                        track: Track) -> bool:
+        """A track inside a set: public ones show; a private track of the set's owner shows
+        with the owner's token or the set's `secret_token`; other private tracks never."""
+        if track.sharing != "private":
+            return True
+        return track_owner.id == user.id and (
+            self.owner == user.id
+            or (playlist.secret_token is not None
+                and self._param("secret_token") == playlist.secret_token))
+
     def _owner_user(self) -> User | None:
         """The user of an owner token (sends 401 for any other request and returns None)."""
         if not self._authorized():
@@ -331,6 +365,8 @@ class SimHandler(BaseHTTPRequestHandler):
             return None
         parts = [unquote(p) for p in split.path.split("/") if p]
         user = self.sim.catalog.user(parts[0]) if parts else None
+        if user is not None and len(parts) in (3, 4) and parts[1] == "sets":
+            return self._resolve_set(user, parts[2], parts[3] if len(parts) == 4 else None)
         if user is None or len(parts) > 2:
             return None
         if len(parts) == 1:
@@ -340,58 +376,116 @@ class SimHandler(BaseHTTPRequestHandler):
                 return f"/tracks/{track.urn}"
         return None
 
-    def _user(self, key: str) -> None:
-        if not self._authorized():
-            return
+    def _resolve_set(self, user: User, slug: str, secret: str | None) -> str | None:
+        """API path of a set's URL (`/<user>/sets/<slug>[/<s-token>]`), or None."""
+        for playlist in self.sim.catalog.playlists_of(user):
+            if render.track_slug(playlist.title) != slug:
+                continue
+            if secret is not None and secret == playlist.secret_token:
+                return f"/playlists/{playlist.urn}?{urlencode({'secret_token': secret})}"
+            if playlist.sharing != "private" or self.owner == user.id:
+                return f"/playlists/{playlist.urn}"
+        return None
+
+    def _named_user(self, key: str) -> User | None:
+        """The user of a `/users/{id|urn}` path; sends 404 and returns None when unknown."""
         user = self.sim.catalog.user(key) if key.isdigit() or key.startswith("soundcloud:") else None
         if user is None:
             self._send_json(404, render.error_json(404))
+        return user
+
+    def _user(self, key: str) -> None:
+        if not self._authorized():
             return
-        count = len(self.sim.catalog.tracks_of(user))
-        self._send_json(200, render.user_json(self.sim.base_url, user, count))
+        user = self._named_user(key)
+        if user is None:
+            return
+        tracks = sum(t.sharing != "private" for t in self.sim.catalog.tracks_of(user))
+        sets = sum(p.sharing != "private" for p in self.sim.catalog.playlists_of(user))
+        self._send_json(200, render.user_json(self.sim.base_url, user, tracks, playlist_count=sets))
 
     def _tracks(self, key: str) -> None:
         if not self._authorized():
             return
-        user = self.sim.catalog.user(key) if key.isdigit() or key.startswith("soundcloud:") else None
-        if user is None:
-            self._send_json(404, render.error_json(404))
-            return
-        public = [t for t in self.sim.catalog.tracks_of(user) if t.sharing != "private"]
-        self._list_tracks(user, public, f"/users/{user.urn}/tracks")
+        user = self._named_user(key)
+        if user is not None:
+            self._list_tracks(user, f"/users/{user.urn}/tracks", public_only=True)
 
     def _me(self) -> None:
         user = self._owner_user()
         if user is not None:
             tracks = self.sim.catalog.tracks_of(user)
             private = sum(t.sharing == "private" for t in tracks)
-            self._send_json(200, render.user_json(self.sim.base_url, user, len(tracks) - private,
-                                                  private_tracks_count=private))
+            sets = self.sim.catalog.playlists_of(user)
+            private_sets = sum(p.sharing == "private" for p in sets)
+            self._send_json(200, render.user_json(
+                self.sim.base_url, user, len(tracks) - private,
+                private_tracks_count=private + self.sim.me_private_tracks_extra,
+                playlist_count=len(sets) - private_sets, private_playlists_count=private_sets))
 
     def _me_tracks(self) -> None:
         user = self._owner_user()
         if user is not None:
-            self._list_tracks(user, self.sim.catalog.tracks_of(user), "/me/tracks")
+            self._list_tracks(user, "/me/tracks", public_only=False)
 
-    def _list_tracks(self, user: User, tracks: list[Track], path: str) -> None:
+    def _counted(self, shown: Callable[[Any], bool], in_access: Callable[[Any], bool]
+                 ) -> Callable[[Any], bool]:
+        """What a page counts (see listing's short pages and the simulator's `short_pages`)."""
+        mode = self.sim.short_pages
+        if mode == "off":
+            return shown
+        if mode == "private":
+            return in_access
+        return lambda _: True
+
+    def _paging(self) -> tuple[set[str], int, bool] | None:
+        """(access, limit, descending) of a listing request; sends 400 and returns None when
+        a parameter is bad."""
         try:
             access = listing.parse_access(self.params.get("access", []))
             size = self._param("page_size") or self._param("limit")
             limit = listing.parse_limit(size, self.sim.page_size_max)
             order = self._param("sort") or self._param("direction") or self._param("order")
-            descending = listing.parse_descending(order)
-            items, last = listing.page(tracks, access, limit, descending, self._param("cursor"))
+            return access, limit, listing.parse_descending(order)
+        except listing.ListingError as exc:
+            self._send_json(400, render.error_json(400, str(exc)))
+            return None
+
+    def _list_tracks(self, user: User, path: str, public_only: bool) -> None:
+        """A user's tracks, newest first, paged over all of them (private ones included) and
+        then filtered: public listings leave private tracks out, so pages can be short."""
+        paging = self._paging()
+        if paging is None:
+            return
+        access, limit, descending = paging
+
+        def in_access(track: Track) -> bool:
+            return track.access in access
+
+        def shown(track: Track) -> bool:
+            return in_access(track) and not (public_only and track.sharing == "private")
+
+        try:
+            items, last = listing.page(
+                self.sim.catalog.tracks_of(user), limit, descending, self._param("cursor"),
+                counted=self._counted(shown, in_access), shown=shown)
         except listing.ListingError as exc:
             self._send_json(400, render.error_json(400, str(exc)))
             return
         collection = [render.track_json(self.sim.base_url, user, t) for t in items]
+        cursor = listing.encode_cursor(last) if last is not None else None
+        self._send_page(collection, cursor, path, limit, access)
+
+    def _send_page(self, collection: list[dict[str, Any]], cursor: str | None, path: str,
+                   limit: int, access: set[str]) -> None:
+        """`{collection, next_href}` (the deprecated bare array without linked_partitioning)."""
         if self._param("linked_partitioning") not in ("true", "1"):
             self._send_json(200, collection)  # the deprecated bare-array form
             return
         body: dict[str, Any] = {"collection": collection}
-        if last is not None:
+        if cursor is not None:
             query = {k: v[-1] for k, v in self.params.items() if k not in ("cursor", "limit")}
-            query.update(page_size=str(limit), cursor=listing.encode_cursor(last))
+            query.update(page_size=str(limit), cursor=cursor)
             if "access" in query:
                 query["access"] = ",".join(sorted(access))
             query["linked_partitioning"] = "true"
@@ -399,6 +493,107 @@ class SimHandler(BaseHTTPRequestHandler):
         elif self.sim.last_page_next_href == "null":
             body["next_href"] = None
         self._send_json(200, body)
+
+    # --- playlists (sets) -----------------------------------------------------------------
+
+    def _playlist_json(self, user: User, playlist: Playlist, access: set[str]) -> dict[str, Any]:
+        """A set's JSON with the tracks the caller may see embedded (unless show_tracks=false)."""
+        inside = self.sim.catalog.playlist_tracks(playlist)
+        embedded = None
+        if self._param("show_tracks") != "false":
+            embedded = [
+                render.track_json(self.sim.base_url, owner, track)
+                for _, owner, track in inside
+                if track.access in access and self._may_see_in_set(user, playlist, owner, track)
+            ]
+        duration = sum(track.duration_ms or 0 for _, _, track in inside)
+        return render.playlist_json(self.sim.base_url, user, playlist, len(inside), duration,
+                                    embedded)
+
+    def _list_playlists(self, user: User, path: str, public_only: bool) -> None:
+        """A user's sets, newest first, paged over all of them (private ones included) and then
+        filtered: public listings never show private sets, so pages can be short."""
+        paging = self._paging()
+        if paging is None:
+            return
+        access, limit, descending = paging
+
+        def shown(playlist: Playlist) -> bool:
+            return not (public_only and playlist.sharing == "private")
+
+        try:
+            items, last = listing.page(
+                self.sim.catalog.playlists_of(user), limit, descending, self._param("cursor"),
+                counted=self._counted(shown, lambda _: True), shown=shown, kind="playlists")
+        except listing.ListingError as exc:
+            self._send_json(400, render.error_json(400, str(exc)))
+            return
+        collection = [self._playlist_json(user, p, access) for p in items]
+        cursor = listing.encode_cursor(last, "playlists") if last is not None else None
+        self._send_page(collection, cursor, path, limit, access)
+
+    def _me_playlists(self) -> None:
+        user = self._owner_user()
+        if user is not None:
+            self._list_playlists(user, "/me/playlists", public_only=False)
+
+    def _user_playlists(self, key: str) -> None:
+        if not self._authorized():
+            return
+        user = self._named_user(key)
+        if user is not None:
+            self._list_playlists(user, f"/users/{user.urn}/playlists", public_only=True)
+
+    def _visible_playlist(self, key: str) -> tuple[User, Playlist] | None:
+        """The set of a `/playlists/{id|urn}` path if the caller may see it; else sends 404."""
+        found = self.sim.catalog.playlist(key)
+        if found is None or not self._may_see_playlist(*found):
+            self._send_json(404, render.error_json(404))
+            return None
+        return found
+
+    def _playlist(self, key: str) -> None:
+        if not self._authorized():
+            return
+        found = self._visible_playlist(key)
+        if found is None:
+            return
+        try:
+            access = listing.parse_access(self.params.get("access", []))
+        except listing.ListingError as exc:
+            self._send_json(400, render.error_json(400, str(exc)))
+            return
+        self._send_json(200, self._playlist_json(*found, access))
+
+    def _playlist_tracks(self, key: str) -> None:
+        """The set's tracks in the set's order, paged over all of them (private and, with
+        short_pages="all", access-filtered ones included) and then filtered."""
+        if not self._authorized():
+            return
+        found = self._visible_playlist(key)
+        paging = self._paging() if found is not None else None
+        if found is None or paging is None:
+            return
+        user, playlist = found
+        access, limit, _ = paging
+
+        def in_access(item: tuple[User, Track]) -> bool:
+            return item[1].access in access
+
+        def shown(item: tuple[User, Track]) -> bool:
+            return in_access(item) and self._may_see_in_set(user, playlist, *item)
+
+        inside = [(pos, (owner, track))
+                  for pos, owner, track in self.sim.catalog.playlist_tracks(playlist)]
+        try:
+            items, cursor = listing.page_in_order(
+                inside, limit, self._param("cursor"),
+                counted=self._counted(shown, in_access), shown=shown)
+        except listing.ListingError as exc:
+            self._send_json(400, render.error_json(400, str(exc)))
+            return
+        collection = [render.track_json(self.sim.base_url, *item) for item in items]
+        self._send_page(collection, cursor, f"/playlists/{playlist.urn}/tracks", limit, access)
 
     def _track(self, key: str) -> None:
         if not self._authorized():
@@ -474,6 +669,34 @@ class SimHandler(BaseHTTPRequestHandler):
             self._send_json(404, render.error_json(404))
             return
         self._send_redirect(self.sim.signed_url(f"/cdn/preview/{found[1].id}.mp3"))
+
+    # --- images (artwork, avatars) ---------------------------------------------------------
+
+    def _image(self, kind: str, key: str, rev: str, size: str, ext: str) -> None:
+        """An artwork or avatar size (images.py). Public: no Authorization, not a play. Only
+        the object's current revision and the sizes its `artwork`/`avatar` has exist."""
+        self.sim.counters.incr("image_requests")
+        self.sim.counters.incr(f"image_requests_{size}")
+        item: Track | Playlist | User | None
+        if kind == "artworks":
+            found = self.sim.catalog.track(key)
+            item = found[1] if found else None
+        elif kind == "artworks-playlists":
+            found_set = self.sim.catalog.playlist(key)
+            item = found_set[1] if found_set else None
+        else:
+            item = self.sim.catalog.user(int(key))
+        if isinstance(item, User):
+            artwork, revision = item.avatar, item.avatar_revision
+        elif item is not None:
+            artwork, revision = item.artwork, item.artwork_revision
+        if item is None or rev != str(revision) or not images.exists(artwork, size, ext):
+            self._send_bytes(404, b"Not Found\n", "text/plain")
+            return
+        payload = images.image_bytes(kind, int(key), revision, size, ext)
+        etag = '"' + hashlib.md5(payload, usedforsecurity=False).hexdigest() + '"'
+        headers = {"ETag": etag, "Cache-Control": "max-age=31536000"}
+        self._send_bytes(200, payload, images.CONTENT_TYPES[ext], headers)
 
     # --- CDN ------------------------------------------------------------------------------
 

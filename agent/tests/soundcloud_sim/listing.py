@@ -1,17 +1,36 @@
-"""A user's track listing: access filter, upload-date sort and keyset cursors.
+"""Paged listings: access filter, upload-date sort, keyset cursors and short pages.
 
-The cursor names the last item served (`<created_at ISO>,tracks,<zero-padded id>`, like
-SoundCloud's), so pages stay consistent while tracks are added or deleted between requests.
+A user's tracks and playlists are sorted by `created_at` (newest first by default). The cursor
+names the last item counted (`<created_at ISO>,tracks,<zero-padded id>`, like SoundCloud's; the
+kind is `playlists` for sets), so pages stay consistent while items are added or deleted between
+requests. A set's own tracks keep the set's order; their cursor is a position in the set.
+
+Short pages (reference 2.13: "Pages count private tracks even when the token cannot see them"):
+a page is cut from the list of *counted* items, and only then are the ones the caller may not see
+dropped. So a page can be short, even empty, and still carry a `next_href`. What is counted
+depends on the simulator's `short_pages`: "off" (only what the caller sees: full pages),
+"private" (private items too; items left out by `access` are not counted) or "all" (private and
+`access`-filtered items alike).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-
-from .catalog import Track
+from typing import Protocol, TypeVar
 
 DEFAULT_ACCESS = ("playable", "preview")
 DEFAULT_LIMIT = 50
+SHORT_PAGES = ("off", "private", "all")
+
+
+class Dated(Protocol):
+    id: int
+    created_at: datetime  # parsed by the catalog's dataclasses
+
+
+T = TypeVar("T", bound=Dated)
+I = TypeVar("I")  # noqa: E741
 
 
 class ListingError(ValueError):
@@ -51,36 +70,65 @@ def parse_descending(value: str | None) -> bool:
     raise ListingError("sort must be asc or desc")
 
 
-def sort_key(track: Track) -> tuple[datetime, int]:
-    return track.created_at, track.id
+def sort_key(item: Dated) -> tuple[datetime, int]:
+    return item.created_at, item.id
 
 
-def encode_cursor(track: Track) -> str:
-    stamp = track.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    return f"{stamp},tracks,{track.id:011d}"
+def encode_cursor(item: Dated, kind: str = "tracks") -> str:
+    stamp = item.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return f"{stamp},{kind},{item.id:011d}"
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, int]:
+def decode_cursor(cursor: str, kind: str = "tracks") -> tuple[datetime, int]:
     try:
-        stamp, kind, track_id = cursor.split(",")
-        if kind != "tracks":
-            raise ValueError(kind)
+        stamp, named, item_id = cursor.split(",")
+        if named != kind:
+            raise ValueError(named)
         when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.000Z").replace(tzinfo=UTC)
-        return when, int(track_id)
+        return when, int(item_id)
     except ValueError as exc:
         raise ListingError("invalid cursor") from exc
 
 
 def page(
-    tracks: list[Track], access: set[str], limit: int, descending: bool, cursor: str | None
-) -> tuple[list[Track], Track | None]:
-    """(items of this page, the item to build the next cursor from, or None on the last page)."""
-    visible = sorted((t for t in tracks if t.access in access), key=sort_key, reverse=descending)
+    items: Sequence[T],
+    limit: int,
+    descending: bool,
+    cursor: str | None,
+    counted: Callable[[T], bool] = lambda _: True,
+    shown: Callable[[T], bool] = lambda _: True,
+    kind: str = "tracks",
+) -> tuple[list[T], T | None]:
+    """(the shown items of this page, the item to build the next cursor from, or None on the
+    last page). The page is cut from the `counted` items; `shown` then filters it."""
+    ordered = sorted((i for i in items if counted(i)), key=sort_key, reverse=descending)
     if cursor:
-        after = decode_cursor(cursor)
-        visible = [
-            t for t in visible if (sort_key(t) < after if descending else sort_key(t) > after)
+        after = decode_cursor(cursor, kind)
+        ordered = [
+            i for i in ordered if (sort_key(i) < after if descending else sort_key(i) > after)
         ]
-    items = visible[:limit]
-    has_more = len(visible) > limit
-    return items, (items[-1] if has_more else None)
+    window = ordered[:limit]
+    has_more = len(ordered) > limit
+    return [i for i in window if shown(i)], (window[-1] if has_more else None)
+
+
+def page_in_order(
+    items: Sequence[tuple[int, I]],
+    limit: int,
+    cursor: str | None,
+    counted: Callable[[I], bool] = lambda _: True,
+    shown: Callable[[I], bool] = lambda _: True,
+) -> tuple[list[I], str | None]:
+    """A page of (position, item) pairs kept in their order (a set's tracks): (the shown items,
+    the next cursor or None). The cursor is the position after the last item counted, so a
+    track deleted between pages skips nothing."""
+    try:
+        start = int(cursor) if cursor else 0
+    except ValueError as exc:
+        raise ListingError("invalid cursor") from exc
+    if start < 0:
+        raise ListingError("invalid cursor")
+    ordered = [(pos, item) for pos, item in items if pos >= start and counted(item)]
+    window = ordered[:limit]
+    has_more = len(ordered) > limit
+    return [item for _, item in window if shown(item)], (str(window[-1][0] + 1) if has_more else None)

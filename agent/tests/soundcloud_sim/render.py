@@ -1,4 +1,4 @@
-"""JSON bodies in SoundCloud's shapes: users, tracks, errors and rate-limit answers.
+"""JSON bodies in SoundCloud's shapes: users, tracks, playlists, errors and rate-limit answers.
 
 Tracks deliberately carry no size, checksum or last-modified field, as in the public API.
 """
@@ -9,7 +9,8 @@ import re
 import time
 from typing import Any
 
-from .catalog import CREATED_AT_FORMAT, Track, User
+from .catalog import CREATED_AT_FORMAT, Playlist, Track, User
+from .images import image_url
 
 WEB_BASE = "https://soundcloud.com"
 API_DOCS_LINK = "https://developers.soundcloud.com/docs/api/explorer/open-api"
@@ -48,15 +49,31 @@ def mini_user(base: str, user: User) -> dict[str, Any]:
         "username": user.username,
         "uri": f"{base}/users/{user.id}",
         "permalink_url": f"{WEB_BASE}/{user.permalink}",
-        "avatar_url": None,
+        "avatar_url": avatar_url(base, user),
     }
 
 
+def avatar_url(base: str, user: User) -> str | None:
+    """The user's -large avatar (None without one)."""
+    return image_url(base, "avatars", user.id, user.avatar_revision, user.avatar)
+
+
+def artwork_url(base: str, item: Track | Playlist) -> str | None:
+    """A track's or a set's own -large artwork (None without one)."""
+    kind = "artworks-playlists" if isinstance(item, Playlist) else "artworks"
+    return image_url(base, kind, item.id, item.artwork_revision, item.artwork)
+
+
 def user_json(base: str, user: User, track_count: int,
-              private_tracks_count: int | None = None) -> dict[str, Any]:
-    """The user; `private_tracks_count` only in /me (the owner's view)."""
-    extra = {} if private_tracks_count is None else {
-        "private_tracks_count": private_tracks_count, "private_playlists_count": 0}
+              private_tracks_count: int | None = None, playlist_count: int = 0,
+              private_playlists_count: int | None = None) -> dict[str, Any]:
+    """The user; `private_tracks_count` and `private_playlists_count` only in /me (the owner's
+    view). `track_count` and `playlist_count` count public items only."""
+    extra: dict[str, Any] = {}
+    if private_tracks_count is not None:
+        extra["private_tracks_count"] = private_tracks_count
+    if private_playlists_count is not None or private_tracks_count is not None:
+        extra["private_playlists_count"] = private_playlists_count or 0
     return {
         **extra,
         **mini_user(base, user),
@@ -65,7 +82,7 @@ def user_json(base: str, user: User, track_count: int,
         "city": None,
         "country": None,
         "track_count": track_count,
-        "playlist_count": 0,
+        "playlist_count": playlist_count,
         "followers_count": 0,
         "followings_count": 0,
         "public_favorites_count": 0,
@@ -93,7 +110,7 @@ def track_json(base: str, user: User, track: Track) -> dict[str, Any]:
         "download_url": f"{base}/tracks/{track.id}/download" if downloadable else None,
         "stream_url": f"{base}/tracks/{track.id}/stream",
         "access": track.access,
-        "artwork_url": None,
+        "artwork_url": artwork_url(base, track),
         "waveform_url": f"https://wave.sndcdn.com/sim{track.id}_m.png",
         "genre": track.genre,
         "tag_list": "",
@@ -125,6 +142,55 @@ def track_json(base: str, user: User, track: Track) -> dict[str, Any]:
         "user": mini_user(base, user),
     }
     body.update(track.extra)
+    return body
+
+
+def playlist_json(base: str, user: User, playlist: Playlist, track_count: int, duration_ms: int,
+                  tracks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A set. `track_count` and `duration_ms` cover the tracks still upstream; `tracks` (the
+    embedded track JSON the caller may see) is left out when None (`show_tracks=false`)."""
+    secret = playlist.secret_token
+    slug = track_slug(playlist.title)
+    body: dict[str, Any] = {
+        "kind": "playlist",
+        "id": playlist.id,
+        "urn": playlist.urn,
+        "title": playlist.title,
+        "description": playlist.description,
+        "permalink": slug,
+        "permalink_url": f"{WEB_BASE}/{user.permalink}/sets/{slug}" + (f"/{secret}" if secret else ""),
+        "uri": f"{base}/playlists/{playlist.id}",
+        "tracks_uri": f"{base}/playlists/{playlist.id}/tracks",
+        "sharing": playlist.sharing,
+        "secret_uri": f"{base}/playlists/{playlist.urn}?secret_token={secret}" if secret else None,
+        "artwork_url": artwork_url(base, playlist),
+        "created_at": playlist.created_at.strftime(CREATED_AT_FORMAT),
+        "last_modified": playlist.last_modified.strftime(CREATED_AT_FORMAT),
+        "duration": duration_ms,
+        "track_count": track_count,
+        "playlist_type": "",
+        "type": "",
+        "genre": "",
+        "tag_list": "",
+        "label_name": None,
+        "license": "all-rights-reserved",
+        "release": None,
+        "release_day": None,
+        "release_month": None,
+        "release_year": None,
+        "purchase_title": None,
+        "purchase_url": None,
+        "embeddable_by": "all",
+        "streamable": True,
+        "downloadable": False,
+        "likes_count": playlist.likes_count,
+        "reposts_count": playlist.reposts_count,
+        "user_favorite": False,
+        "user": mini_user(base, user),
+    }
+    if tracks is not None:
+        body["tracks"] = tracks
+    body.update(playlist.extra)
     return body
 
 

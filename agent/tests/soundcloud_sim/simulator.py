@@ -18,6 +18,7 @@ from .counters import Counters
 from .faults import Fault, FaultPlan
 from .handler import SimHandler
 from .limits import PlayBudget, SlidingWindowLimit
+from .listing import SHORT_PAGES
 from .signing import UrlSigner
 from .tokens import TokenStore
 
@@ -84,6 +85,7 @@ class Simulator:
         log_requests: bool = False,
         redirect_uri: str = "http://127.0.0.1:8765/callback",
         signed_in: str | int | None = None,
+        short_pages: str = "private",
     ) -> None:
         if rate_limit_429_shape not in RATE_LIMIT_SHAPES:
             raise ValueError(f"rate_limit_429_shape must be one of {RATE_LIMIT_SHAPES}")
@@ -93,6 +95,8 @@ class Simulator:
             raise ValueError("stream_urls must be redirect or signed")
         if last_page_next_href not in ("null", "absent"):
             raise ValueError("last_page_next_href must be null or absent")
+        if short_pages not in SHORT_PAGES:
+            raise ValueError(f"short_pages must be one of {SHORT_PAGES}")
         self.catalog = catalog
         self.client_id = client_id
         self.client_secret = client_secret
@@ -104,6 +108,10 @@ class Simulator:
         self.hls_segment_urls = hls_segment_urls
         self.stream_urls = stream_urls
         self.last_page_next_href = last_page_next_href
+        # What a listing page counts before hiding what the caller may not see (listing.py):
+        # "private" (default, as SoundCloud: private items count), "all" (access-filtered
+        # items count too) or "off" (full pages of visible items only).
+        self.short_pages = short_pages
         self.retry_after_s = retry_after_s
         self.log_requests = log_requests
         # The app's registered redirect, and who is signed in on the consent page (None: the
@@ -111,6 +119,9 @@ class Simulator:
         self.redirect_uri = redirect_uri
         self.signed_in = signed_in
         self.consent = True
+        # /me counts this many more private tracks than /me/tracks lists (SoundCloud's counts
+        # and listings disagree at times: reference 2.13).
+        self.me_private_tracks_extra = 0
         self.clock = Clock()
         self.counters = Counters()
         self.faults = FaultPlan()
