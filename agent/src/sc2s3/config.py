@@ -13,6 +13,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -41,6 +42,13 @@ def _optional_http_url(value: str) -> str:
     return _http_url(value) if value else ""
 
 
+def _redirect_url(value: str) -> str:
+    # Kept exactly as written: SoundCloud compares it with the app's registered redirect.
+    if not value.startswith(("http://", "https://")) or not urlsplit(value).hostname:
+        raise ValueError("must be an http:// or https:// URL (the app's registered redirect)")
+    return value
+
+
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
@@ -56,6 +64,9 @@ class SoundCloudConfig(_Section):
     client_secret_file: str | None = None
     accounts: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     play_budget: int = Field(default=15_000, ge=1)  # plays (/download, /streams) per 24 h per app
+    # The app's registered redirect, where `sc2s3 authorize` receives the owner's consent
+    # (sc2s3.authorize requires a loopback http URL with an explicit port).
+    redirect_uri: Annotated[str, AfterValidator(_redirect_url)] = "http://127.0.0.1:8765/callback"
 
     @model_validator(mode="after")
     def _one_secret_source(self) -> SoundCloudConfig:
