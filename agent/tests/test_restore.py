@@ -60,6 +60,11 @@ def json_name(track_id: int) -> str:
     return f"{track_id} - {BY_ID[track_id].title}.json"
 
 
+def artwork_name(track_id: int) -> str:
+    """The revision's artwork, restored beside its audio (the simulator's are JPEG)."""
+    return f"{track_id} - {BY_ID[track_id].title}.jpg"
+
+
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -209,7 +214,9 @@ def test_restore_writes_every_track_and_its_json(agent, tmp_path):
     assert "restored 5 tracks" in done.stdout
     folder = out / "band-one"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [audio_name(t.id) for t in TRACKS] + [json_name(t.id) for t in TRACKS])
+        [audio_name(t.id) for t in TRACKS] + [json_name(t.id) for t in TRACKS]
+        + [artwork_name(t.id) for t in TRACKS] + ["avatar.jpg"])
+    assert (folder / artwork_name(3001)).read_bytes()[:3] == b"\xff\xd8\xff"
     for track in TRACKS:
         assert sha256_of(folder / audio_name(track.id)) == original_sha256(track)
         assert json.loads((folder / json_name(track.id)).read_text())["urn"] == track_urn(track.id)
@@ -327,7 +334,8 @@ def test_catalog_keys_outside_the_layout_are_refused(agent, s3, bucket, tmp_path
     # refused before reading: no download was attempted, nothing of theirs was written
     assert "missing" not in done.stderr and "SHA-256" not in done.stderr
     assert "restored 1 tracks" in done.stdout
-    assert sorted(p.name for p in (out / "band-one").iterdir()) == [json_name(3005), audio_name(3005)]
+    assert sorted(p.name for p in (out / "band-one").iterdir()) == sorted(
+        [artwork_name(3005), json_name(3005), audio_name(3005), "avatar.jpg"])
     assert not (tmp_path / "x").exists()
 
 

@@ -4,7 +4,7 @@
 A generic store of small objects (JSON, text) in the bucket, for what is written once or replaced
 as a whole: track JSON, metadata edits, user.json, README.txt. Catalogs (:mod:`sc2s3.catalog`)
 and the fleet's state (:mod:`sc2s3.leases`, :mod:`sc2s3.plays`, :mod:`sc2s3.resume`) have their
-own conditional writers.
+own conditional writers, or use :meth:`ObjectStore.put_if` (compare-and-swap).
 """
 
 from __future__ import annotations
@@ -51,6 +51,29 @@ class ObjectStore:
             raise TemporaryError(f"cannot write {key}: {exc}") from exc
         except BotoCoreError as exc:
             raise TemporaryError(f"cannot write {key}: {exc}") from exc
+
+    def put_if(self, key: str, body: bytes, content_type: str, etag: str | None,
+               **extra) -> str | None:
+        """Compare-and-swap: store ``body`` at ``key`` only if the object is still the version
+        read (``If-Match: etag``), or, with ``etag`` None, only if there is none
+        (``If-None-Match: *``). ``extra``: more PutObject arguments (``Tagging``, ``Metadata``).
+
+        :returns: the new ETag, or None when the condition failed (412, or 409 for a concurrent
+            conditional write): read again, merge, retry.
+        :raises TemporaryError: S3 unreachable.
+        """
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            answer = self.s3.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                        ContentType=content_type, **condition, **extra)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status in (409, 412):
+                return None
+            raise TemporaryError(f"cannot write {key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise TemporaryError(f"cannot write {key}: {exc}") from exc
+        return answer.get("ETag")
 
     def get_json(self, key: str) -> object:
         """The JSON document at ``key``. :raises TemporaryError: unreadable or S3 unreachable."""
