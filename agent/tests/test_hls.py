@@ -8,18 +8,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 
 import pytest
 from conftest import CLIENT_ID, CLIENT_SECRET
 from soundcloud_sim import HLS_SEGMENT_LEN, Fault, Simulator, Track, hls_bytes, hls_sha256
 from soundcloud_sim.hls import layout
+from support.clients import client_for
 from test_resume import USER_URN, one_track_catalog
 
 from sc2s3 import sources
-from sc2s3.config import SoundCloudConfig
 from sc2s3.errors import TemporaryError, UpstreamError
-from sc2s3.soundcloud import SoundCloudClient
 from sc2s3.soundcloud import Track as ApiTrack
 from sc2s3.sources import HlsSource
 
@@ -66,25 +64,6 @@ def assert_hls_archived_intact(s3, bucket: str, track: Track, preset: str = "hls
     assert len(revisions) == 1
     assert revisions[0]["sha256"] == hls_sha256(track, preset) == hashlib.sha256(body).hexdigest()
     assert revisions[0]["source"] == preset
-
-
-class Budget:
-    """Plays are free here: the simulator's own budget is not what these tests are about."""
-
-    def spend(self) -> None:
-        pass
-
-    def now(self) -> float:
-        return time.time()
-
-    def block_until(self, until: float) -> None:
-        pass
-
-
-def client_for(sim: Simulator) -> SoundCloudClient:
-    return SoundCloudClient(SoundCloudConfig(
-        api_url=sim.api_url, auth_url=sim.auth_url, client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET, accounts=["band-seven"]), budget=Budget())
 
 
 def open_hls(sim: Simulator, track: Track) -> HlsSource:

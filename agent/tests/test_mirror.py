@@ -47,8 +47,8 @@ def archived_audio(s3, bucket: str) -> dict[str, dict]:
         for item in page.get("Contents", []):
             head = s3.head_object(Bucket=bucket, Key=item["Key"], ChecksumMode="ENABLED")
             urn = head["Metadata"].get("sc-urn")
-            if urn is None:
-                continue
+            if urn is None or "sc-source" not in head["Metadata"]:
+                continue  # not audio: JSON, bookkeeping, artwork (which names its urn too)
             body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
             found[urn] = {"key": item["Key"], "metadata": head["Metadata"],
                           "checksum": head.get("ChecksumCRC32"), "size": len(body),
@@ -142,10 +142,14 @@ def test_restore_brings_back_identical_files(sim, make_agent, tmp_path):
     out = tmp_path / "restored"
     done = agent.run("restore", "--account", "band-one", "--to", str(out))
     assert done.returncode == 0, done.stderr
+    images = {".jpg", ".png"}  # each track's artwork beside its audio, the account's avatar
     files = {p.name.split(" ")[0]: p for p in (out / "band-one").iterdir()
-             if not p.name.endswith(".json")}
+             if p.suffix not in {".json", *images}}
     tracks = hostile_catalog().users[0].tracks
     assert sorted(files) == sorted(str(t.id) for t in tracks)
+    artwork = sorted(p.name.split(" ")[0] for p in (out / "band-one").iterdir()
+                     if p.suffix in images)
+    assert artwork == sorted(["avatar.jpg", *(str(t.id) for t in tracks)])
     for track in tracks:
         data = files[str(track.id)].read_bytes()
         assert hashlib.sha256(data).hexdigest() == expected_sha256(track)

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .archive import Layout, metadata_digest, utc_now
-from .catalog import AccountCatalog, Catalog, Revision, TrackEntry
+from .artwork import archive_revision_artwork
+from .catalog import AccountCatalog, Catalog, Revision, TrackEntry, sharing_of
 from .config import Config
-from .errors import IntegrityError, TemporaryError
+from .errors import IntegrityError, Sc2s3Error, TemporaryError
 from .leases import Lease, LeaseLost
 from .logs import log
 from .metrics import BYTES_UPLOADED
@@ -110,17 +111,33 @@ class TrackArchiver:
             outcome = self._read_back(outcome)
         json_key = self.layout.track_json(user.urn, track.urn, number)
         self.store.put_json(json_key, track.raw, overwrite=False)
+        artwork = self._artwork(user, track, number)
         revision = Revision(
             revision=number, key=outcome.key, json_key=json_key, source=archived.source,
             content_type=archived.content_type, size=outcome.size, sha256=outcome.sha256,
             s3_checksum=outcome.s3_checksum, checksum_algorithm=outcome.checksum_algorithm,
             part_size=archived.part_size, version_id=outcome.version_id,
-            archived_at=utc_now(), cdn_etag=archived.cdn_etag, cdn_size=archived.cdn_size)
+            archived_at=utc_now(), cdn_etag=archived.cdn_etag, cdn_size=archived.cdn_size,
+            artwork=artwork)
         current.catalog.record(track.urn, lambda catalog: _add(catalog, track, revision))
         log.info("track archived", track_urn=track.urn, key=outcome.key, bytes=outcome.size,
                  source=archived.source, sha256=outcome.sha256, resumed=parked is not None,
                  adopted=landed is not None)
         return revision
+
+    def _artwork(self, user: User, track: Track, number: int) -> dict | None:
+        """The track's artwork kept beside revision ``number`` (its record), or None: it has
+        none, or fetching it failed. Artwork never fails a track; a revision whose artwork
+        failed stays without (its audio is what matters) and says so in the log."""
+        if not track.artwork_url:
+            return None
+        try:
+            return archive_revision_artwork(self.soundcloud.session, self.store, self.layout,
+                                            user.urn, track.urn, number, track.artwork_url)
+        except Sc2s3Error as exc:
+            log.warning("artwork not kept", track_urn=track.urn, revision=number,
+                        error=str(exc))
+            return None
 
     def _parked_upload(self, current: AccountPass, track: Track,
                        number: int) -> UploadState | None:
@@ -250,5 +267,6 @@ def _add(catalog: Catalog, track: Track, revision: Revision) -> int:
         entry.revisions.append(revision)
         entry.revisions.sort(key=lambda r: r.revision)
     entry.metadata_sha256, entry.checked_at = metadata_digest(track.raw), None
+    entry.sharing, entry.unarchivable = sharing_of(track), None
     catalog.put(track.urn, entry)
     return revision.size

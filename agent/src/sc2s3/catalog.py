@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
@@ -30,6 +31,7 @@ from .errors import Sc2s3Error, TemporaryError
 from .leases import Lease
 from .logs import log
 from .soundcloud import USER_URN
+from .store import ObjectStore
 
 CATALOG_FORMAT = "sc2s3-catalog/1"
 # The object tag the bucket's lifecycle rule expires noncurrent versions by (roles/sc2s3_aws).
@@ -49,6 +51,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
+# Fields added in 0.9 are written only when set, so an account without private tracks or artwork
+# keeps a catalog that agents before 0.9 (which refuse unknown fields) still read after a rollback.
+_NEW = {"default": None, "exclude_if": _absent}
+
+
 class Revision(_Model):
     """One archived version of a track's audio."""
 
@@ -66,6 +77,8 @@ class Revision(_Model):
     archived_at: str
     cdn_etag: str | None = None              # the original's identity on the CDN, for re-checks
     cdn_size: int | None = None
+    # The track's artwork kept beside this revision (sc2s3.artwork): key, sha256, size, source_url.
+    artwork: dict[str, Any] | None = Field(**_NEW)
 
 
 class MetadataEdit(_Model):
@@ -84,10 +97,17 @@ class TrackEntry(_Model):
     checked_at: str | None = None            # last re-check of the original against the CDN
     metadata_sha256: str | None = None       # metadata_digest of the newest stored JSON
     metadata_edits: list[MetadataEdit] = Field(default_factory=list)
+    sharing: str | None = Field(**_NEW)      # "private" when listed as such (None: public)
+    unarchivable: str | None = Field(**_NEW)  # why SoundCloud serves no audio for it (access)
 
     @property
     def latest(self) -> Revision | None:
         return self.revisions[-1] if self.revisions else None
+
+
+def sharing_of(track) -> str | None:
+    """What :attr:`TrackEntry.sharing` records for a listed track: "private" or None."""
+    return "private" if track.private else None
 
 
 class CatalogHeader(_Model):
@@ -98,6 +118,9 @@ class CatalogHeader(_Model):
     permalink: str = ""
     username: str = ""
     updated_at: str = ""
+    # The last complete listing's counts beside what SoundCloud says the account has, when
+    # they disagree (status warns); absent when they agree.
+    listing: dict[str, Any] | None = Field(**_NEW)
 
 
 class CatalogDocument(CatalogHeader):
@@ -124,6 +147,7 @@ class Catalog:
                  permalink: str = "", username: str = "", updated_at: str = ""):
         self.user_urn, self.format, self.updated_at = user_urn, format, updated_at
         self.permalink, self.username = permalink, username
+        self.listing: dict[str, Any] | None = None
         self.changes = 0
         self._entries: dict[str, bytes] = {}
 
@@ -154,6 +178,14 @@ class Catalog:
             self.permalink, self.username = permalink, username
             self.changes += 1
 
+    def record_listing(self, counts: dict[str, Any] | None) -> None:
+        """Record the counts of a complete listing that disagrees with SoundCloud's
+        (``listed``, ``listed_private``, ``expected``, ``expected_private``, ``owner``), for
+        ``status`` to warn about; None: they agree."""
+        if self.listing != counts:
+            self.listing = dict(counts) if counts else None
+            self.changes += 1
+
     def merge(self, other: Catalog) -> None:
         """Fold ``other`` (a copy written meanwhile, e.g. by a holder whose lease had just
         expired) into this one, losing no revision or edit."""
@@ -176,7 +208,7 @@ class Catalog:
         with one line per track, so ``grep`` finds a track too."""
         header = CatalogHeader(format=self.format, user_urn=self.user_urn,
                                permalink=self.permalink, username=self.username,
-                               updated_at=self.updated_at)
+                               updated_at=self.updated_at, listing=self.listing)
         parts = [b"{\n"]
         for name, value in header.model_dump().items():
             parts.append(b' "%s": %s,\n' % (name.encode(), to_json(value)))
@@ -201,6 +233,7 @@ class CatalogStore:
 
     def __init__(self, s3, bucket: str, layout: Layout):
         self.s3, self.bucket, self.layout = s3, bucket, layout
+        self.store = ObjectStore(s3, bucket)
         self._etags: dict[str, str | None] = {}
         self._lock = threading.Lock()
 
@@ -240,6 +273,7 @@ class CatalogStore:
             raise Sc2s3Error(f"{key} belongs to {header.user_urn}, not {user_urn}")
         catalog.format, catalog.updated_at = header.format, header.updated_at
         catalog.permalink, catalog.username = header.permalink, header.username
+        catalog.listing = header.listing
         catalog.changes = 0  # what S3 holds
         return catalog, answer.get("ETag")
 
@@ -257,20 +291,11 @@ class CatalogStore:
                     lease.fence()
                 catalog.updated_at = utc_now()
                 etag = self._etags.get(catalog.user_urn)
-                condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-                try:
-                    answer = self.s3.put_object(
-                        Bucket=self.bucket, Key=key, ContentType="application/json",
-                        Body=catalog.document(), Tagging=BOOKKEEPING_TAG,
-                        **condition)
-                    self._etags[catalog.user_urn] = answer.get("ETag")
+                written = self.store.put_if(key, catalog.document(), "application/json",
+                                            etag, Tagging=BOOKKEEPING_TAG)
+                if written is not None:
+                    self._etags[catalog.user_urn] = written
                     return
-                except ClientError as exc:
-                    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                    if status not in (409, 412):
-                        raise TemporaryError(f"cannot write {key}: {exc}") from exc
-                except BotoCoreError as exc:
-                    raise TemporaryError(f"cannot write {key}: {exc}") from exc
                 if lease is not None:
                     lease.store.renew(lease)  # raises LeaseLost if the writer took the account
                 remote, remote_etag = self._get(key, catalog.user_urn)
@@ -334,6 +359,13 @@ class AccountCatalog:
             entry = self.catalog.get(track_urn)
             change(entry)
             self.catalog.put(track_urn, entry)
+
+    def record_listing(self, counts: dict[str, Any]) -> None:
+        """Record the counts of a complete listing (``listed``, ``listed_private``,
+        ``expected``, ``expected_private``, ``owner``): compared by ``status``."""
+        if self.listing != counts:
+            self.listing = dict(counts)
+            self.changes += 1
 
     def merge(self, other: Catalog) -> None:
         """Fold in ``other`` (the catalog as S3 holds it now) and write on top of it next."""

@@ -54,6 +54,7 @@ SPOOL_MEMORY_BYTES = 1024 * 1024
 # The longest track entry (or other value) accepted: a real one is about 1 KB, plus ~0.7 KB per
 # further revision or metadata edit.
 MAX_VALUE_BYTES = 16 * 1024 * 1024
+UNARCHIVABLE_SHOWN = 20  # tracks that cannot be archived, listed by name per account
 
 # The C backend, by name: ijson would fall back to its pure-Python one, slower and reading some
 # text otherwise (every wheel of the lock has it).
@@ -190,6 +191,10 @@ class CatalogScan:
     revisions: int = 0
     bytes: int = 0
     deleted_upstream: int = 0
+    private: int = 0             # archived tracks listed as private
+    unarchivable: int = 0        # tracks SoundCloud serves no audio for, never archived
+    unarchivable_shown: list[dict] = field(default_factory=list)  # the first few, with reasons
+    listing: dict | None = None  # the header's counts of the last complete listing
     _spool: IO[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -197,12 +202,18 @@ class CatalogScan:
         """The account as a person calls it: its permalink, else its user URN."""
         return self.permalink or self.user_urn
 
-    def count(self, entry: TrackEntry) -> None:
+    def count(self, entry: TrackEntry, urn: str = "") -> None:
         self.entries_count += 1
         self.tracks += bool(entry.revisions)
         self.revisions += len(entry.revisions)
         self.bytes += sum(revision.size for revision in entry.revisions)
         self.deleted_upstream += bool(entry.deleted_upstream_at)
+        self.private += bool(entry.revisions) and entry.sharing == "private"
+        if entry.unarchivable and not entry.revisions:
+            self.unarchivable += 1
+            if len(self.unarchivable_shown) < UNARCHIVABLE_SHOWN:
+                self.unarchivable_shown.append({"urn": urn, "title": entry.title,
+                                                "reason": entry.unarchivable})
 
     def entries(self) -> Iterator[tuple[str, TrackEntry]]:
         """``(track URN, entry)`` in the catalog's order, from the bytes the scan checked
@@ -265,7 +276,7 @@ def scan_catalog(s3, bucket: str, layout: Layout, user_urn: str,
         return data
 
     def counted(urn: str, entry: TrackEntry) -> None:
-        scan.count(entry)
+        scan.count(entry, urn)
         if on_track is not None:
             on_track(urn, entry)
 
@@ -285,5 +296,6 @@ def scan_catalog(s3, bucket: str, layout: Layout, user_urn: str,
     scan.exists = True
     scan.format, scan.permalink = header.format, header.permalink
     scan.username, scan.updated_at = header.username, header.updated_at
+    scan.listing = header.listing
     scan._spool = spool
     return scan

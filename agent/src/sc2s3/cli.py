@@ -92,9 +92,12 @@ def mirror(config_file: str | None, once: bool, accounts: tuple[str, ...], dry_r
             click.echo(urn)
     for held in result.held_elsewhere:
         click.echo(f"sc2s3: skipped {held}; its holder mirrors it", err=True)
+    for problem in result.owner_problems:
+        click.echo(f"sc2s3: public tracks only for {problem}", err=True)
     if result.incomplete:
         _exit_now(EXIT_TEMPFAIL)
-    failed = result.failed or result.deferred or result.account_errors
+    # A broken owner authorization leaves private tracks unmirrored: not done.
+    failed = result.failed or result.deferred or result.account_errors or result.owner_problems
     _exit_now(EXIT_TRACKS_FAILED if failed else EXIT_OK)
 
 
@@ -167,28 +170,75 @@ def status(config_file: str | None, as_json: bool) -> None:
 
 @cli.command()
 @config_option
-@click.option("--account", required=True, metavar="A", help="Permalink or user URN.")
+@click.option("--account", metavar="A",
+              help="Permalink or user URN (required unless --set names a set).")
 @click.option("--track", "track_urn", metavar="URN", help="Only this track URN.")
+@click.option("--set", "set_urn", metavar="URN",
+              help="Only this set (playlist URN): its tracks in order, an M3U8 playlist and its "
+                   "cover.")
 @click.option("--to", "to_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory to restore into.")
 @click.option("--overwrite", is_flag=True,
               help="Replace existing files that differ from the archive (atomically).")
-def restore(config_file: str | None, account: str, track_urn: str | None, to_dir: Path,
-            overwrite: bool) -> None:
-    """Restore an account's tracks from the archive, verified on the way down."""
+@click.option("--private-in-place", is_flag=True,
+              help="Restore private tracks beside the public ones, not into private/.")
+def restore(config_file: str | None, account: str | None, track_urn: str | None,
+            set_urn: str | None, to_dir: Path, overwrite: bool, private_in_place: bool) -> None:
+    """Restore an account's tracks (or one set) from the archive, verified on the way down."""
     from .restore import restore as restore_tracks
+    from .restore import restore_set
     from .verify import PassProgress
 
+    if set_urn and track_urn:
+        raise _OneLineUsageError("give --track or --set, not both")
+    if not set_urn and not account:
+        raise _OneLineUsageError("--account is required (or --set URN to restore one set)")
     config = _load(config_file)
     progress = PassProgress("restore")
+
+    def report(problem: str) -> None:
+        click.echo(f"FAILED {problem}", err=True)
+
     try:
-        result = restore_tracks(config, make_s3_client(config), account, to_dir, track_urn,
-                                progress, overwrite=overwrite,
-                                on_problem=lambda problem: click.echo(f"FAILED {problem}", err=True))
+        if set_urn:
+            result = restore_set(config, make_s3_client(config), set_urn, to_dir, account,
+                                 progress, overwrite=overwrite, on_problem=report)
+        else:
+            result = restore_tracks(config, make_s3_client(config), account, to_dir, track_urn,
+                                    progress, overwrite=overwrite, on_problem=report,
+                                    include_private_in_place=private_in_place)
     finally:
         progress.close()
     click.echo(f"restored {result.restored} tracks into {to_dir}")
     sys.exit(EXIT_TRACKS_FAILED if result.problems else EXIT_OK)
+
+
+@cli.command()
+@config_option
+@click.option("--account", required=True, metavar="A",
+              help="The account whose owner consents: a permalink or user URN of "
+                   "[soundcloud] accounts.")
+@click.option("--no-browser", is_flag=True,
+              help="Print the URL to open instead of opening a browser (on a host reached "
+                   "through ssh -L 8765:127.0.0.1:8765).")
+@click.option("--timeout-s", type=click.FloatRange(min=0, min_open=True), default=300.0,
+              show_default=True, metavar="N",
+              help="Seconds to wait for SoundCloud's answer in the browser (then exit 75).")
+@click.option("--refresh-token-file", metavar="PATH",
+              help="Seed the account's token chain from the owner's refresh token in PATH ('-': "
+                   "stdin) instead of the browser; not used when a working chain is stored "
+                   "already (it is single-use).")
+def authorize(config_file: str | None, account: str, no_browser: bool, timeout_s: float,
+              refresh_token_file: str | None) -> None:
+    """Let an account's owner consent (Authorization Code + PKCE) so its private tracks are
+    mirrored: once per account; the fleet keeps the token chain in the bucket."""
+    from .authorize import authorize_account, read_refresh_token
+
+    config = _load(config_file)
+    refresh_token = read_refresh_token(refresh_token_file) if refresh_token_file else None
+    click.echo(authorize_account(config, make_s3_client(config), account, no_browser=no_browser,
+                                 timeout_s=timeout_s, refresh_token=refresh_token,
+                                 echo=click.echo))
 
 
 def main() -> None:

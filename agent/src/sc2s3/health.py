@@ -112,6 +112,7 @@ class HealthState:
         reasons += [f"SoundCloud unavailable for {text}"
                     for text in cycle.get("upstream_unavailable", [])]
         reasons += [f"account failed: {text}" for text in cycle.get("account_errors", [])]
+        reasons += [f"owner authorization: {text}" for text in cycle.get("owner_problems", [])]
         return reasons
 
 

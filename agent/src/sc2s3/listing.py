@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import zip_longest
 
-from .catalog import Catalog
+from .catalog import Catalog, TrackEntry, sharing_of
 from .errors import Sc2s3Error
 from .logs import log
 from .soundcloud import PAGE_LIMIT, SoundCloudClient, Track
@@ -37,6 +37,7 @@ class Listing:
     errors, the error that ended it early (None: read to its end)."""
 
     listed: set[str] = field(default_factory=set)
+    private: int = 0        # of the listed tracks, those listed as private
     malformed: list[str] = field(default_factory=list)
     error: Sc2s3Error | None = None
     read_to_end: bool = False
@@ -58,6 +59,7 @@ class Sorted:
     archived: list[Track]
     skipped: int
     waiting: list[Track]
+    unarchivable: list[Track] = field(default_factory=list)
 
     @property
     def deferred(self) -> int:
@@ -65,15 +67,18 @@ class Sorted:
 
 
 def read_in_chunks(soundcloud: SoundCloudClient, user_urn: str, listing: Listing,
-                   size: int = PAGE_LIMIT) -> Iterator[list[Track]]:
+                   size: int = PAGE_LIMIT,
+                   owner_token: str | None = None) -> Iterator[list[Track]]:
     """The account's tracks, ``size`` at a time, each URN once, recording what was found in
-    ``listing``; a failing page ends the iteration (``listing.error``)."""
+    ``listing``; a failing page ends the iteration (``listing.error``). With the owner's
+    ``owner_token``, every track of the account (``/me/tracks``), private ones included."""
     chunk: list[Track] = []
     try:
-        for track in soundcloud.iter_tracks(user_urn, listing.malformed):
+        for track in soundcloud.iter_tracks(user_urn, listing.malformed, owner_token=owner_token):
             if track.urn in listing.listed:
                 continue
             listing.listed.add(track.urn)
+            listing.private += track.private
             chunk.append(track)
             if len(chunk) >= size:
                 yield chunk
@@ -98,12 +103,22 @@ class JobSorter:
         self.upstream, self.due, self.recheck_quota = upstream, due, recheck_quota
 
     def sort(self, catalog: Catalog, chunk: list[Track], rechecks: bool = True) -> Sorted:
-        """Sort ``chunk``; without ``rechecks`` (a dry run) no re-check is planned."""
+        """Sort ``chunk``; without ``rechecks`` (a dry run) no re-check is planned and the
+        catalog is left as it is (else each track's ``sharing`` and ``unarchivable`` are
+        recorded in it)."""
         new: list[Job] = []
         archived: list[Track] = []
+        unarchivable: list[Track] = []
         for track in chunk:
             entry = catalog.get(track.urn)
-            if entry is None or entry.latest is None:
+            if rechecks:
+                entry = _record_listing(catalog, track, entry)
+            if track.unarchivable:
+                # Nothing to download: recorded with its reason, kept if archived before.
+                unarchivable.append(track)
+                if entry is not None and entry.latest is not None:
+                    archived.append(track)
+            elif entry is None or entry.latest is None:
                 new.append(Job(track, len(entry.revisions) + 1 if entry else 1))
             elif self.upstream.upgradable(entry, track):
                 new.append(Job(track, len(entry.revisions) + 1))
@@ -118,11 +133,29 @@ class JobSorter:
                 waiting.append(job.track)
         checks: list[Job] = []
         if rechecks and self.recheck_quota > 0:
-            due = [t for t in self.upstream.due_rechecks(catalog, archived) if self.due(t.urn)]
+            servable = [t for t in archived if not t.unarchivable]
+            due = [t for t in self.upstream.due_rechecks(catalog, servable) if self.due(t.urn)]
             checks = [Job(t, len(catalog.get(t.urn).revisions) + 1, recheck=True)
                       for t in due[:self.recheck_quota]]
             self.recheck_quota -= len(checks)
         # Re-checks (a play each) take turns with new tracks, never a burst before them.
         jobs = [job for pair in zip_longest(todo, checks) for job in pair if job is not None]
         return Sorted(jobs, archived, skipped=len(archived) - len(checks),
-                      waiting=waiting)
+                      waiting=waiting, unarchivable=unarchivable)
+
+
+def _record_listing(catalog: Catalog, track: Track, entry: TrackEntry | None) -> TrackEntry | None:
+    """Record what the listing says of ``track`` that is not its audio: ``sharing`` of an
+    archived track, and why a track cannot be archived (a new entry without revisions)."""
+    reason, sharing = track.unarchivable, sharing_of(track)
+    if entry is None:
+        if reason is None:
+            return None
+        entry = TrackEntry(title=track.title, permalink_url=track.permalink_url)
+    elif entry.unarchivable == reason and (entry.sharing == sharing or entry.latest is None):
+        return entry
+    entry.unarchivable = reason
+    if entry.latest is not None or reason is not None:
+        entry.sharing = sharing
+    catalog.put(track.urn, entry)
+    return entry

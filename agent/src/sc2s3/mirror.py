@@ -35,7 +35,13 @@ from .archiver import PARTS_IN_FLIGHT_PER_TRACK, AccountPass, TrackArchiver
 from .catalog import AccountCatalog, CatalogStore
 from .config import Config
 from .deletions import abort_uploads, mark_deleted_upstream, uploads_of_deleted_tracks
-from .errors import Sc2s3Error, TemporaryError, UpstreamUnavailable
+from .errors import (
+    OwnerAuthorizationError,
+    Sc2s3Error,
+    TemporaryError,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from .failures import FAILURES_FILE, FailureLedger
 from .fleet import Fleet
 from .leases import Lease, LeaseHeld, LeaseLost
@@ -48,9 +54,11 @@ from .metrics import (
     TRACKS_IN_FLIGHT,
     TRACKS_MIRRORED,
 )
+from .owners import OwnerTokens
 from .progress import Reporter
 from .ratelimit import RateLimited
 from .resume import ResumeStore
+from .sets import SetsArchiver
 from .soundcloud import SoundCloudClient, Track, User
 from .store import ObjectStore
 from .transfer import PartBuffers
@@ -91,6 +99,10 @@ class CycleResult:
     # accounts SoundCloud could not serve this cycle (outage, 5xx, 429): not the agent's fault
     upstream_unavailable: list[str] = field(default_factory=list)
     held_elsewhere: list[str] = field(default_factory=list)  # accounts another process holds
+    # accounts whose owner's authorization is broken (mirrored as public meanwhile), with the fix
+    owner_problems: list[str] = field(default_factory=list)
+    unarchivable: int = 0    # listed tracks SoundCloud serves no audio for (preview, blocked)
+    sets_written: int = 0    # new set versions (s<k>.json)
     # Unix time the oldest track listed but not archived (failed, deferred, rate limited) was
     # created upstream; None: every listed track is archived.
     oldest_unarchived: float | None = None
@@ -131,7 +143,9 @@ class CycleResult:
                 "bytes": self.bytes, "account_errors": self.account_errors,
                 "unreachable": self.unreachable,
                 "upstream_unavailable": self.upstream_unavailable,
-                "held_elsewhere": self.held_elsewhere}
+                "held_elsewhere": self.held_elsewhere,
+                "owner_problems": self.owner_problems, "unarchivable": self.unarchivable,
+                "sets_written": self.sets_written}
 
     @property
     def incomplete(self) -> bool:
@@ -163,6 +177,38 @@ class _Window:
     def join(self) -> None:
         with self._changed:
             self._changed.wait_for(lambda: self._open == 0)
+
+
+@dataclass(frozen=True)
+class _Owner:
+    """The owner's access token for one pass, and what ``/me`` said with it."""
+
+    token: str = field(repr=False)
+    me: dict = field(repr=False)
+
+
+def listing_counts(listing: Listing, user: User, me: dict | None) -> dict:
+    """What a complete listing found beside what SoundCloud says the account has: ``/me``'s
+    ``track_count`` (public) and ``private_tracks_count`` with the owner's token, else the
+    public user's ``track_count`` (reference 2.13)."""
+    counts = me if me is not None else user.raw
+
+    def number(name: str) -> int | None:
+        value = counts.get(name)
+        return value if isinstance(value, int) and value >= 0 else None
+
+    return {"owner": me is not None, "listed": len(listing.listed),
+            "listed_private": listing.private, "expected": number("track_count"),
+            "expected_private": number("private_tracks_count") if me is not None else None}
+
+
+def listing_differs(counts: dict) -> bool:
+    """The listing found another number of tracks than SoundCloud counts (unknown counts never
+    differ)."""
+    if counts.get("expected") is None:
+        return False
+    expected = counts["expected"] + (counts.get("expected_private") or 0 if counts["owner"] else 0)
+    return counts["listed"] != expected
 
 
 class _Holding:
@@ -238,6 +284,8 @@ class Mirror:
         self.catalogs = CatalogStore(s3, config.s3.bucket, self.layout)
         self.upstream = UpstreamChanges(soundcloud, self.store, self.layout,
                                         config.agent.recheck_interval_s)
+        self.owners = OwnerTokens(soundcloud, s3, config.s3.bucket, config.s3.prefix)
+        self.sets = SetsArchiver(soundcloud, self.store, self.layout)
         self.failures = FailureLedger(Path(config.agent.state_dir) / FAILURES_FILE,
                                       base_delay_s=config.agent.poll_interval_s)
         self.concurrency = concurrency = config.agent.concurrency
@@ -322,6 +370,7 @@ class Mirror:
         with _Holding(self, account, user) as holding:
             if self.fleet.member and not dry_run:
                 holding.acquire()  # held already: the pass marks it busy for hand-overs
+            owner = self._owner(account, user, holding, result, dry_run)
             holding.catalog = catalog = AccountCatalog(
                 self.catalogs, self.catalogs.load(user.urn), None if dry_run else holding.lease)
             catalog.catalog.name(user.permalink, user.username)
@@ -332,13 +381,87 @@ class Mirror:
             window = _Window(QUEUED_PER_ACCOUNT * self.concurrency)
             counts = {"listed": 0, "jobs": 0}
             try:
-                for chunk in read_in_chunks(self.soundcloud, user.urn, listing):
+                for chunk in read_in_chunks(self.soundcloud, user.urn, listing,
+                                            owner_token=owner.token if owner else None):
                     if self.stop.is_set():
                         break
                     self._sort_and_start(holding, chunk, sorter, result, dry_run, window, counts)
             finally:
                 window.join()
-            self._end_pass(account, user, holding, listing, result, dry_run, counts)
+            self._end_pass(account, user, holding, listing, result, dry_run, counts, owner)
+
+    def _owner(self, account: str, user: User, holding: _Holding, result: CycleResult,
+               dry_run: bool) -> _Owner | None:
+        """The owner's token and ``/me`` for this pass, or None: the account is listed with the
+        app's token (public tracks), because its owner never authorized the app, the stored
+        access token is stale and only the lease holder refreshes it, or the authorization is
+        broken (reported in ``owner_problems`` with the fix)."""
+        try:
+            token = self.owners.access_token(user.urn, may_refresh=holding.current is not None)
+            if token is None and holding.current is None and not dry_run \
+                    and self.owners.describe(user.urn) is not None:
+                holding.acquire()  # a refresh needs the account's lease
+                token = self.owners.access_token(user.urn, may_refresh=True)
+        except OwnerAuthorizationError as exc:  # recorded as broken already
+            self._owner_problem(account, user, result, exc, dry_run, record=False)
+            return None
+        for attempt in (1, 2):
+            if token is None:
+                return None
+            try:
+                me = self.soundcloud.me(token)
+            except OwnerAuthorizationError as exc:
+                if attempt == 2:
+                    self._owner_problem(account, user, result, exc, dry_run)
+                    return None
+                try:  # a 401 before its expiry: refreshed at once, or found revoked
+                    if holding.current is None and not dry_run:
+                        holding.acquire()  # a refresh needs the account's lease
+                    token = self.owners.refused(user.urn, holding.current is not None
+                                                and not dry_run)
+                except OwnerAuthorizationError as broken:
+                    self._owner_problem(account, user, result, broken, dry_run, record=False)
+                    return None
+                continue
+            if me.get("urn") != user.urn:
+                self._owner_problem(account, user, result, OwnerAuthorizationError(
+                    f"the stored owner token is {me.get('urn')}'s, not {user.urn}'s"), dry_run)
+                return None
+            return _Owner(token, me)
+        return None
+
+    def _owner_problem(self, account: str, user: User, result: CycleResult,
+                       exc: OwnerAuthorizationError, dry_run: bool, record: bool = True) -> None:
+        """Report a broken owner authorization and, with ``record``, store it as broken, so
+        that no host tries the chain again before the owner authorizes anew (no retry storm)."""
+        fix = f"run: sc2s3 authorize --account {account}"
+        text = redact(f"{account}: {exc}" + ("" if "sc2s3 authorize" in str(exc) else f"; {fix}"))
+        log.warning("owner authorization broken: mirroring public tracks only",
+                    account=account, error=text)
+        result.owner_problems.append(text)
+        if record and not dry_run:
+            try:
+                self.owners.mark_broken(user.urn, str(exc))
+            except Sc2s3Error as failed:  # said above; the next pass marks it again
+                log.warning("could not record the broken owner authorization",
+                            account=account, error=str(failed))
+
+    def _archive_sets(self, account: str, user: User, holding: _Holding,
+                      owner: _Owner | None, result: CycleResult) -> None:
+        """The account's sets and avatar, after its tracks are recorded (so each set names
+        their archive keys). A set that fails is logged and tried again next pass; the tracks
+        of this pass are saved already."""
+        try:
+            sets = self.sets.archive_account(user, owner.token if owner else None,
+                                             holding.catalog, lease=holding.lease)
+        except (TemporaryError, UpstreamError) as exc:
+            log.warning("sets not archived this pass", account=account, error=str(exc))
+            return
+        for error in sets.errors:
+            log.warning("set not archived", account=account, error=error)
+        result.add(sets_written=sets.written)
+        log.info("sets archived", account=account, listed=sets.listed, written=sets.written,
+                 private=sets.private, referenced=sets.referenced)
 
     def _sort_and_start(self, holding: _Holding, chunk: list[Track], sorter: JobSorter,
                         result: CycleResult, dry_run: bool, window: _Window,
@@ -349,7 +472,8 @@ class Mirror:
             if not dry_run:
                 self.upstream.record_metadata_edits(holding.user, catalog, sorted_.archived,
                                                     before_write=holding.acquire)
-        result.add(skipped=sorted_.skipped, deferred=sorted_.deferred)
+        result.add(skipped=sorted_.skipped, deferred=sorted_.deferred,
+                   unarchivable=len(sorted_.unarchivable))
         result.left(sorted_.waiting)
         counts["listed"] += len(chunk)
         counts["jobs"] += len(sorted_.jobs)
@@ -369,7 +493,8 @@ class Mirror:
             future.add_done_callback(lambda _done: window.leave())
 
     def _end_pass(self, account: str, user: User, holding: _Holding, listing: Listing,
-                  result: CycleResult, dry_run: bool, counts: dict) -> None:
+                  result: CycleResult, dry_run: bool, counts: dict,
+                  owner: _Owner | None) -> None:
         if listing.read_to_end and (listing.listed or not listing.malformed):
             self.on_account_listed()
         for error in listing.malformed:
@@ -385,6 +510,11 @@ class Mirror:
             if listing.complete:
                 with holding.catalog.lock:
                     mark_deleted_upstream(holding.catalog.catalog, listing.listed)
+                    counts = listing_counts(listing, user, owner.me if owner else None)
+                    # Kept only while they differ: a catalog without the field stays readable
+                    # by agents before 0.9, which refuse unknown fields.
+                    holding.catalog.catalog.record_listing(
+                        counts if listing_differs(counts) else None)
                 gone = uploads_of_deleted_tracks(self.s3, self.config.s3.bucket, self.layout,
                                                  user.urn, listing.listed)
                 if gone:
@@ -394,7 +524,12 @@ class Mirror:
             Retrying(retry=retry_if_exception(self._worth_retrying), reraise=True,
                      stop=stop_after_attempt(TRACK_ATTEMPTS), wait=_backoff,
                      sleep=self.stop.wait)(holding.catalog.save)
-        if listing.error is not None:
+            if listing.read_to_end and not self.stop.is_set():
+                self._archive_sets(account, user, holding, owner, result)
+        if isinstance(listing.error, OwnerAuthorizationError):
+            # Revoked mid-pass: the next pass lists the public tracks with the app's token.
+            self._owner_problem(account, user, result, listing.error, dry_run)
+        elif listing.error is not None:
             raise listing.error
 
     def _mirror_track_safely(self, current: AccountPass, job: Job, result: CycleResult) -> None:

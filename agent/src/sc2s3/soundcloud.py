@@ -41,9 +41,9 @@ USER_URN = re.compile(r"^soundcloud:users:[0-9]+$")
 TRACK_URN = re.compile(r"^soundcloud:tracks:[0-9]+$")
 PLAYLIST_URN = re.compile(r"^soundcloud:playlists:[0-9]+$")
 SECRET_TOKEN = re.compile(r"s-[A-Za-z0-9_-]{1,64}")
-# Public listings leave blocked tracks out unless asked (reference 2.13): ask, so that a track
-# that cannot be archived is listed with its reason instead of missing silently.
-PUBLIC_ACCESS = "playable,preview,blocked"
+# Listings leave blocked tracks out unless asked (reference 2.13): ask, so that a track that
+# cannot be archived is listed with its reason instead of missing silently.
+ALL_ACCESS = "playable,preview,blocked"
 PAGE_LIMIT = 200  # the API's maximum page size
 TOKEN_RENEW_MARGIN_S = 300
 CONNECT_TIMEOUT_S = 10
@@ -91,9 +91,14 @@ class Track(BaseModel):
 
     def api_url(self, api_url: str, suffix: str = "") -> str:
         """``{api_url}/tracks/{urn}{suffix}``, with the private track's ``secret_token``."""
-        url = f"{api_url}/tracks/{self.urn}{suffix}"
+        return self.with_secret(f"{api_url}/tracks/{self.urn}{suffix}")
+
+    def with_secret(self, url: str) -> str:
+        """``url`` with the private track's ``secret_token`` added (when it has none yet)."""
         token = self.secret_token
-        return f"{url}?{urlencode({'secret_token': token})}" if token else url
+        if not token or "secret_token" in parse_qs(urlsplit(url).query):
+            return url
+        return f"{url}{'&' if urlsplit(url).query else '?'}{urlencode({'secret_token': token})}"
 
     @property
     def created_epoch(self) -> float | None:
@@ -132,6 +137,25 @@ class _Token:
 
     def fresh(self, now: float) -> bool:
         return now < self.expires_at - TOKEN_RENEW_MARGIN_S
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """What the token endpoint granted: an access token valid ``expires_in`` seconds from the
+    answer, and the refresh token that renews it (single-use: each use returns a new one)."""
+
+    access_token: str
+    refresh_token: str | None
+    expires_in: float
+
+    def __repr__(self) -> str:  # never the tokens
+        return f"TokenGrant(expires_in={self.expires_in!r})"
+
+
+class InvalidGrant(OwnerAuthorizationError):
+    """The token endpoint answered 400 ``invalid_grant``: an authorization code that is unknown,
+    used, expired or bound to another verifier or redirect, or a refresh token that was used
+    already (they are single-use) or revoked by the owner."""
 
 
 class _Retry(Retry):
@@ -210,29 +234,68 @@ class SoundCloudClient:
         return token
 
     def _token_request(self, form: dict, quiet: bool = False) -> _Token | None:
-        url = f"{self.config.auth_url}/oauth/token"
-        auth = (self.config.client_id, self.config.read_client_secret())
-        try:
-            response = self.session.post(url, data=form, auth=auth,
-                                         timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
-        except requests.RequestException as exc:
-            raise UpstreamUnavailable(f"SoundCloud token endpoint unreachable: {exc}") from exc
+        response = self._token_post(form)
         if response.status_code == 400 and quiet:
             log.info("refresh token refused; fetching a new token", status=400)
             return None
+        grant = self._grant_of(response)
+        return _Token(grant.access_token, grant.refresh_token, time.time() + grant.expires_in)
+
+    def owner_grant(self, form: dict, credentials_in_form: bool = False) -> TokenGrant:
+        """POST a grant of the owner's Authorization Code flow (reference 2.13) to
+        ``{auth_url}/oauth/token``: ``authorization_code`` (``code``, ``redirect_uri``,
+        ``code_verifier``) or ``refresh_token``. Never retried: a refresh token is single-use.
+
+        :param credentials_in_form: send ``client_id`` and ``client_secret`` as form fields (the
+            code exchange as documented) instead of HTTP Basic (how the app's own token goes).
+        :raises InvalidGrant: 400 ``invalid_grant``.
+        :raises UpstreamError: any other refusal (another 400, client credentials refused).
+        :raises UpstreamUnavailable: unreachable, 5xx, or 429 (:class:`RateLimited`).
+        """
+        if credentials_in_form:
+            form = {**form, "client_id": self.config.client_id,
+                    "client_secret": self.config.read_client_secret()}
+        response = self._token_post(form, basic_auth=not credentials_in_form)
+        if response.status_code == 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            body = body if isinstance(body, dict) else {}
+            error, message = str(body.get("error") or ""), str(body.get("message") or "")
+            if error == "invalid_grant" or "invalid_grant" in message:
+                detail = str(body.get("error_description") or "")[:200]
+                raise InvalidGrant("invalid_grant" + (f": {detail}" if detail not in (
+                    "", "invalid_grant") else ""))
+            raise UpstreamError(f"SoundCloud token endpoint refused the {form.get('grant_type')} "
+                                f"grant (HTTP 400 {(error or message)[:100]})")
+        return self._grant_of(response)
+
+    def _token_post(self, form: dict, basic_auth: bool = True) -> requests.Response:
+        url = f"{self.config.auth_url}/oauth/token"
+        auth = (self.config.client_id, self.config.read_client_secret()) if basic_auth else None
+        try:
+            return self.session.post(url, data=form, auth=auth,
+                                     timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+        except requests.RequestException as exc:
+            raise UpstreamUnavailable(f"SoundCloud token endpoint unreachable: {exc}") from exc
+
+    def _grant_of(self, response: requests.Response) -> TokenGrant:
+        """The grant of a token endpoint answer, or the error its status means."""
         if response.status_code in (401, 403):
             raise UpstreamError(f"SoundCloud refused the client credentials (HTTP "
                                 f"{response.status_code}); check soundcloud.client_id and the secret")
         if response.status_code == 429:
             raise RateLimited("SoundCloud token endpoint answered HTTP 429",
-                              retry_at(response, self.budget.now()))
+                              retry_at(response, self.budget.now() if self.budget else None))
         if response.status_code != 200:
             raise UpstreamUnavailable(f"SoundCloud token endpoint answered HTTP {response.status_code}")
         body = _json(response)
         try:
-            return _Token(str(body["access_token"]), body.get("refresh_token"),
-                          time.time() + float(body.get("expires_in", 3599)))
-        except (KeyError, TypeError, ValueError) as exc:
+            refresh = body.get("refresh_token")
+            return TokenGrant(str(body["access_token"]), str(refresh) if refresh else None,
+                              float(body.get("expires_in", 3599)))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UpstreamError("token response lacks access_token/expires_in") from exc
 
     def _load_token(self) -> _Token | None:
@@ -329,19 +392,18 @@ class SoundCloudClient:
     def iter_tracks(self, user_urn: str, malformed: list[str] | None = None,
                     owner_token: str | None = None):
         """Yield every :class:`Track` of the user, following ``next_href`` cursors: with the
-        owner's token ``/me/tracks`` (private tracks included), else ``/users/{urn}/tracks`` with
-        ``access=playable,preview,blocked`` (tracks that cannot be archived are listed too).
+        owner's token ``/me/tracks`` (private tracks included), else ``/users/{urn}/tracks``;
+        both with ``access=playable,preview,blocked`` (tracks that cannot be archived are listed
+        too).
 
         :param malformed: where a track object that breaks the contract is reported (its error
             text) and skipped, so one bad item does not stall the account; None: raise.
         :raises UpstreamError: a page is not a track page, or a ``next_href`` repeats (a loop).
         :raises OwnerAuthorizationError: the owner's token was refused.
         """
-        if owner_token:
-            url = f"{self.config.api_url}/me/tracks?linked_partitioning=true&limit={PAGE_LIMIT}"
-        else:
-            url = (f"{self.config.api_url}/users/{user_urn}/tracks?linked_partitioning=true"
-                   f"&limit={PAGE_LIMIT}&access={quote(PUBLIC_ACCESS, safe='')}")
+        path = "/me/tracks" if owner_token else f"/users/{user_urn}/tracks"
+        url = (f"{self.config.api_url}{path}?linked_partitioning=true&limit={PAGE_LIMIT}"
+               f"&access={quote(ALL_ACCESS, safe='')}")
         for item in self.iter_collection(url, "track", owner_token=owner_token):
             try:
                 track = Track.from_api(item)
@@ -377,7 +439,8 @@ class SoundCloudClient:
 
     def signed_download_url(self, track: Track) -> str:
         """Follow ``/tracks/{urn}/download`` to its short-lived signed CDN URL (not followed)."""
-        url = track.download_url or track.api_url(self.config.api_url, "/download")
+        url = track.with_secret(track.download_url) if track.download_url \
+            else track.api_url(self.config.api_url, "/download")
         response = self.get(url, play=True, allow_redirects=False)
         location = response.headers.get("Location")
         if response.status_code not in (301, 302, 303, 307, 308) or not location:

@@ -12,6 +12,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.table import Table
 
@@ -20,8 +21,10 @@ from .archive import Layout, list_user_urns
 from .catalog_stream import scan_catalog
 from .config import Config
 from .drill import drill_summary
+from .errors import TemporaryError
 from .failures import FAILURES_FILE, load_failures
 from .fleet import fleet_report, join
+from .owners import OwnerTokens
 from .state import write_atomic
 
 LAST_CYCLE_FILE = "last_cycle.json"
@@ -36,17 +39,26 @@ def collect_status(config: Config, s3) -> dict:
     this host's state_dir, the rest from the bucket (``play_budget`` is the fleet's, ``fleet``
     as :func:`sc2s3.fleet.fleet_report` gives it)."""
     layout = Layout(config.s3.prefix)
+    owners = OwnerTokens(None, s3, config.s3.bucket, config.s3.prefix)
     accounts = []
     for user_urn in list_user_urns(s3, config.s3.bucket, layout):
         # Streamed: counted entry by entry, one account at a time (sc2s3.catalog_stream).
         scan = scan_catalog(s3, config.s3.bucket, layout, user_urn)
+        owner = owners.describe(user_urn)
         accounts.append({
             "user_urn": user_urn,
             "permalink": scan.permalink,
             "tracks": scan.tracks,
+            "private": scan.private,
             "revisions": scan.revisions,
             "bytes": scan.bytes,
             "deleted_upstream": scan.deleted_upstream,
+            "unarchivable": scan.unarchivable,
+            "unarchivable_tracks": scan.unarchivable_shown,
+            "sets": _count_sets(s3, config.s3.bucket, layout, user_urn),
+            "owner": owner,
+            "listing": scan.listing,
+            "warnings": listing_warnings(scan.name, scan.listing, owner),
             "updated_at": scan.updated_at,
         })
     state_dir = Path(config.agent.state_dir)
@@ -58,6 +70,39 @@ def collect_status(config: Config, s3) -> dict:
             "failing_tracks": load_failures(state_dir / FAILURES_FILE),
             "drill": drill_summary(state_dir),
             "play_budget": budget.snapshot(), "fleet": report}
+
+
+def _count_sets(s3, bucket: str, layout: Layout, user_urn: str) -> int:
+    """Sets archived for the account: the folders under its ``sets/``."""
+    paginator = s3.get_paginator("list_objects_v2")
+    try:
+        return sum(len(page.get("CommonPrefixes", [])) for page in paginator.paginate(
+            Bucket=bucket, Prefix=f"{layout.account_dir(user_urn)}sets/", Delimiter="/"))
+    except (ClientError, BotoCoreError) as exc:
+        raise TemporaryError(f"cannot list the sets of {user_urn}: {exc}") from exc
+
+
+def listing_warnings(name: str, listing: dict | None, owner: dict | None) -> list[str]:
+    """Warnings for an account whose last complete listing found another number of tracks than
+    SoundCloud counts for it (``/me``'s ``track_count`` and ``private_tracks_count`` with the
+    owner's token, else the public ``track_count``), or whose owner authorization is broken."""
+    warnings = []
+    if owner and owner.get("broken"):
+        warnings.append(f"{name}: the owner's authorization is broken ({owner['broken']}); "
+                        f"private tracks are not mirrored until the owner runs: "
+                        f"sc2s3 authorize --account {name}")
+    if not listing or listing.get("expected") is None:
+        return warnings
+    listed, public = listing.get("listed", 0), listing["expected"]
+    private = listing.get("expected_private") if listing.get("owner") else None
+    expected = public + (private or 0)
+    if listed != expected:
+        counted = f"{public} public + {private} private" if private is not None \
+            else f"{public} public"
+        warnings.append(f"{name}: the last listing found {listed} tracks "
+                        f"({listing.get('listed_private', 0)} private), SoundCloud counts "
+                        f"{counted}")
+    return warnings
 
 
 def read_last_cycle(state_dir: Path) -> dict | None:
@@ -76,14 +121,31 @@ def print_status(status: dict, console: Console | None = None) -> None:
     """A human table of ``status``."""
     console = console or Console()
     table = Table(title=f"s3://{status['bucket']}/{status['prefix']}")
-    for column in ("account", "user URN", "tracks", "revisions", "bytes", "deleted upstream",
+    for column in ("account", "tracks", "private", "sets", "revisions", "bytes", "deleted",
                    "catalog updated"):
-        table.add_column(column, justify="right" if column in ("tracks", "bytes") else "left")
+        table.add_column(column, justify="left" if column in ("account", "catalog updated")
+                         else "right")
     for account in status["accounts"]:
-        table.add_row(account["permalink"], account["user_urn"], str(account["tracks"]),
-                      str(account["revisions"]), f"{account['bytes']:,}",
-                      str(account["deleted_upstream"]), account["updated_at"])
+        table.add_row(account["permalink"], str(account["tracks"]), str(account["private"]),
+                      str(account["sets"]), str(account["revisions"]),
+                      f"{account['bytes']:,}", str(account["deleted_upstream"]),
+                      account["updated_at"])
     console.print(table)
+    for account in status["accounts"]:
+        unarchivable = account["unarchivable"]
+        console.print(f"{account['permalink'] or account['user_urn']} ({account['user_urn']}): "
+                      f"{_owner_state(account['owner'])}" + (
+                          f"; {_count(unarchivable, 'track')} SoundCloud serves no audio for"
+                          if unarchivable else ""), markup=False)
+        for warning in account["warnings"]:
+            console.print(f"warning: {warning}", markup=False)
+        for track in account["unarchivable_tracks"]:
+            console.print(f"not archivable: {account['permalink']} {track['urn']} "
+                          f"{track['title']!r}: {track['reason']}", markup=False)
+        more = account["unarchivable"] - len(account["unarchivable_tracks"])
+        if more > 0:
+            console.print(f"… and {more:,} more tracks of {account['permalink']} that cannot "
+                          f"be archived (the catalog's \"unarchivable\" field)", markup=False)
     cycle = status["last_cycle"]
     # Error texts come from upstream answers: printed as they are, never read as rich markup.
     console.print("last cycle: " + (json.dumps(cycle) if cycle else "none recorded on this host"),
@@ -102,6 +164,14 @@ def print_status(status: dict, console: Console | None = None) -> None:
     if len(failing) > FAILING_SHOWN:
         console.print(f"… and {len(failing) - FAILING_SHOWN:,} more failing tracks "
                       f"({len(failing):,} in all; sc2s3 status --json lists every one)", markup=False)
+
+
+def _owner_state(owner: dict | None) -> str:
+    if owner is None:
+        return "public tracks only (the owner has not authorized sc2s3)"
+    if owner.get("broken"):
+        return "owner authorization BROKEN (public tracks only; see the warning)"
+    return f"every track, private ones included (owner authorized {owner.get('authorized_at')})"
 
 
 def _print_drill(drill: dict, console: Console) -> None:
