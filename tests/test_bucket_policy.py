@@ -265,12 +265,22 @@ def agent_keys(prefix: str) -> dict[str, str]:
         "upload state": ResumeStore(None, BUCKET, prefix).key(TRACK),
         "plays": FleetPlayBudget(None, BUCKET, prefix, 100, HOLDER).key,
         "heartbeat": fleet.heartbeat_key(),
+        "revision artwork": layout.revision_artwork(USER, TRACK, 1, "jpg"),
+        "set": layout.set_version(USER, PLAYLIST, 1),
+        "set s10": layout.set_version(USER, PLAYLIST, 10),
+        "owner chain": layout.owner_chain(USER),
+        "sets index": layout.sets_index(USER),
+        "avatar": layout.avatar(USER, "png"),
+        "set cover": layout.set_artwork(USER, PLAYLIST, "jpg"),
     }
 
 
-ARCHIVE_KINDS = {"audio", "audio r12", "track.json", "metadata", "metadata m10"}
-CAS_KINDS = {"catalog", "lease", "lease by URN", "upload state", "plays"}
-UNCONDITIONAL_KINDS = {"user.json", "README", "heartbeat"}
+PLAYLIST = "soundcloud:playlists:77"
+ARCHIVE_KINDS = {"audio", "audio r12", "track.json", "metadata", "metadata m10",
+                 "revision artwork", "set", "set s10"}
+CAS_KINDS = {"catalog", "lease", "lease by URN", "upload state", "plays", "owner chain",
+             "sets index"}
+UNCONDITIONAL_KINDS = {"user.json", "README", "heartbeat", "avatar", "set cover"}
 
 
 def test_every_kind_of_key_is_classified():
@@ -397,6 +407,7 @@ def key_kind(key: str) -> str:
     """What the agent's layout calls ``key`` (tests/ regexes, independent of the policy)."""
     rest = key.removeprefix(RUN_PREFIX)
     user, track = r"soundcloud:users:\d+", r"soundcloud:tracks:\d+"
+    playlist = r"soundcloud:playlists:\d+"
     kinds = {
         "audio": rf"{user}/{track}/r\d+/audio\.[a-z0-9]+",
         "track.json": rf"{user}/{track}/r\d+/track\.json",
@@ -408,6 +419,12 @@ def key_kind(key: str) -> str:
         "upload state": rf"state/uploads/{track}\.json",
         "plays": r"state/plays\.json",
         "heartbeat": r"state/hosts/[^/]+\.json",
+        "revision artwork": rf"{user}/{track}/r\d+/artwork\.[a-z0-9]+",
+        "set": rf"{user}/sets/{playlist}/s\d+\.json",
+        "owner chain": rf"state/owners/{user}\.json",
+        "sets index": rf"state/sets/{user}\.json",
+        "avatar": rf"{user}/artwork\.[a-z0-9]+",
+        "set cover": rf"{user}/sets/{playlist}/artwork\.[a-z0-9]+",
     }
     found = [kind for kind, pattern in kinds.items() if re.fullmatch(pattern, rest)]
     assert key.startswith(RUN_PREFIX) and len(found) == 1, f"unknown key {key!r}"
@@ -439,10 +456,13 @@ def test_a_real_agent_run_is_allowed_and_every_conditional_write_is_required(
     loose = [r for r in conditional if not bucket_denials(documents, r.unconditional())]
     assert loose == [], "conditional writes the bucket policy does not require:\n" + "\n".join(
         map(str, loose))
-    # The agent writes only these unconditionally; a new one needs a decision in the policy.
-    assert {key_kind(r.key) for r in unconditional} == UNCONDITIONAL_KINDS, unconditional
+    # The agent writes only these unconditionally (the run has no set, so no set cover); a new
+    # one needs a decision in the policy.
+    assert {key_kind(r.key) for r in unconditional} == UNCONDITIONAL_KINDS - {"set cover"}, \
+        unconditional
     # Archive keys are only ever written with If-None-Match: *.
-    archive = [r for r in writes if key_kind(r.key) in {"audio", "track.json", "metadata"}]
+    archive = [r for r in writes if key_kind(r.key) in {"audio", "track.json", "metadata",
+                                                        "revision artwork", "set"}]
     assert archive and all(r.if_none_match == "*" and r.if_match is None for r in archive)
 
     # The run exercised every kind of write the policy speaks about, in every shape.
@@ -466,6 +486,9 @@ def test_a_real_agent_run_is_allowed_and_every_conditional_write_is_required(
         ("PutObject", "README", "none"),
         ("PutObject", "user.json", "none"),
         ("PutObject", "heartbeat", "none"),
+        ("PutObject", "revision artwork", "If-None-Match"),
+        ("PutObject", "avatar", "none"),
+        ("PutObject", "sets index", "If-None-Match"),
     }
     print("request shapes of the run:\n" + "\n".join(map(str, sorted(shapes))))
     assert expected <= shapes, sorted(expected - shapes)

@@ -232,7 +232,10 @@ PLAYLIST = "soundcloud:playlists:77"
 def archive_keys(prefix: str) -> dict[str, str]:
     """A key of every archive kind under ``prefix``: the agent's own (audio, track.json,
     metadata), those the design adds (sets, artwork, avatar), and hostile look-alikes."""
-    keys = {f"{kind}": key for kind, key in agent_keys(prefix).items() if kind in ARCHIVE_KINDS}
+    # Create-only archive objects, and the avatar and set covers (replaced when the image
+    # changes, every version kept).
+    keys = {f"{kind}": key for kind, key in agent_keys(prefix).items()
+            if kind in ARCHIVE_KINDS | {"avatar", "set cover"}}
     track_dir = f"{prefix}{USER}/{TRACK}/"
     keys.update({f"audio .{ext}": f"{track_dir}r3/audio.{ext}" for ext in AUDIO_EXTENSIONS})
     keys.update({

@@ -66,6 +66,14 @@ BAD_INPUTS = {
         ["-e", "sc2s3_health_listen=0.0.0.0:9464"],
         ["sc2s3_health_listen must be a loopback host:port"],
     ),
+    "an owner token for an account not mirrored": (
+        ["-e", json.dumps({"sc2s3_owner_refresh_tokens": {"band-nine": "r-secret-token"}})],
+        ["sc2s3_owner_refresh_tokens must map accounts of sc2s3_accounts", "band-nine"],
+    ),
+    "a redirect URI off loopback": (
+        ["-e", "sc2s3_soundcloud_redirect_uri=https://example.org/callback"],
+        ["sc2s3_soundcloud_redirect_uri must be a loopback http URL with a port"],
+    ),
     "poll interval 0": (
         ["-e", "sc2s3_poll_interval_s=0"],
         ["sc2s3_poll_interval_s must be at least 1 (got 0)"],
@@ -174,6 +182,7 @@ def test_bad_input_stops_deploy_before_any_aws_call(moto, case):
     for text in [*expected, FIX]:
         assert text in message, message
     assert INPUTS["sc2s3_soundcloud_client_secret"] not in run.output
+    assert "r-secret-token" not in run.output  # a seeded owner token is a secret too
     assert_nothing_created(moto)
 
 
