@@ -102,6 +102,7 @@ demo: deps venv image
 	$(SANDBOX) up --hosts 3 --debian $(SANDBOX_DEBIAN)
 	$(MOTO_ENV) $(BIN)/ansible-playbook deploy.yml -i inventory/sandbox/hosts.yml \
 	  -e @.sandbox/sandbox_vars.yml
+	$(SANDBOX) authorize --account band-one
 	$(SANDBOX) show --wait
 	@echo
 	@echo "The sandbox keeps running (agents poll every 30 s). Stop it with: make demo-down"

@@ -109,6 +109,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     return show(state, args.prefix, args.wait, args.timeout)
 
 
+def cmd_authorize(args: argparse.Namespace) -> int:
+    from .authorize import authorize
+
+    state = load_state()
+    if not has_ports(state):
+        raise SystemExit("sandbox: not up (run: sandbox.py up)")
+    return authorize(state, args.account, args.prefix)
+
+
 def add_debian_option(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--debian",
@@ -143,6 +152,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     show_parser.add_argument("--timeout", type=float, default=900, help="seconds to wait at most")
     show_parser.add_argument("--prefix", default="", help="key prefix to list (default: whole bucket)")
     show_parser.set_defaults(func=cmd_show)
+    owner = commands.add_parser(
+        "authorize", help="a demo account's owner authorizes the app (private tracks, sets)")
+    owner.add_argument("--account", default="band-one", help="the demo account (default band-one)")
+    owner.add_argument("--prefix", default="soundcloud/", help="the agents' sc2s3_prefix")
+    owner.set_defaults(func=cmd_authorize)
     return parser.parse_args(argv)
 
 
