@@ -121,10 +121,15 @@ def print_status(status: dict, console: Console | None = None) -> None:
     """A human table of ``status``."""
     console = console or Console()
     table = Table(title=f"s3://{status['bucket']}/{status['prefix']}")
+    accounts = status["accounts"]
+    # Names and numbers are never cut short on a narrow terminal: the time stamp folds instead.
+    whole = {"account": max((len(a["permalink"]) for a in accounts), default=7),
+             "bytes": max((len(f"{a['bytes']:,}") for a in accounts), default=5)}
     for column in ("account", "tracks", "private", "sets", "revisions", "bytes", "deleted",
                    "catalog updated"):
         table.add_column(column, justify="left" if column in ("account", "catalog updated")
-                         else "right")
+                         else "right", no_wrap=column in whole, min_width=whole.get(column),
+                         overflow="fold")
     for account in status["accounts"]:
         table.add_row(account["permalink"], str(account["tracks"]), str(account["private"]),
                       str(account["sets"]), str(account["revisions"]),

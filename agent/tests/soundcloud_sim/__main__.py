@@ -1,6 +1,6 @@
 """Run the simulator standalone:
 
-    PYTHONPATH=agent/tests python -m soundcloud_sim --host 127.0.0.1 --port 8765 --demo \\
+    PYTHONPATH=agent/tests python -m soundcloud_sim --host 127.0.0.1 --port 8766 --demo \\
         --client-id ID --client-secret SECRET
 
 Prints "soundcloud-sim listening on <base_url>" to stderr once ready, then one line per request.
@@ -25,7 +25,8 @@ from .simulator import Simulator
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m soundcloud_sim", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (loopback only)")
-    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument("--port", type=int, default=8766,
+                        help="0 picks a free port (8765 is the redirect port of authorize)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--demo", action="store_true", help="serve the demo catalog")
     source.add_argument("--catalog", type=Path, help='JSON file: {"users": [...]}')

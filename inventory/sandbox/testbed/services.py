@@ -19,7 +19,8 @@ from .state import credentials, save_state
 BUCKET = "sc2s3-demo"
 REGION = "us-east-1"
 # Preferred ports (kept in state.json once chosen; a taken one is replaced by a free one).
-PREFERRED_PORTS = {"seaweedfs": 8333, "soundcloud": 8765, "moto": 5000}
+# Not 8765: that is the redirect port of the owners' authorization (sc2s3 authorize listens there).
+PREFERRED_PORTS = {"seaweedfs": 8333, "soundcloud": 8766, "moto": 5000}
 # A marker in each server's command line: a PID from state.json counts only if it matches.
 MARKERS = {"seaweedfs": "support.seaweedfs", "soundcloud": "soundcloud_sim", "moto": "moto_server"}
 
