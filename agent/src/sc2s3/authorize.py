@@ -328,6 +328,7 @@ class CallbackServer:
     def __init__(self, redirect: Redirect, state: str):
         self.redirect, self.state = redirect, state
         self.answers: queue.Queue[dict[str, str]] = queue.Queue(maxsize=1)
+        self._taken, self._taken_lock = False, threading.Lock()
         host = "127.0.0.1" if redirect.host == "localhost" else redirect.host
         server_class = _Server6 if ":" in host else _Server
         try:
@@ -360,11 +361,13 @@ class CallbackServer:
             return None
 
     def offer(self, params: dict[str, str]) -> tuple[int, str, str]:
-        """Take a callback (the first one only); the page to answer: status, title, text."""
-        try:
-            self.answers.put_nowait(params)
-        except queue.Full:
-            return 409, "Already answered", "sc2s3 has its answer already; see the terminal."
+        """Take a callback (the first one only); the page to answer: status, title, text. The
+        answer is handed on by :meth:`publish`, once the page is sent: the command may exit as
+        soon as it has its answer, and the browser must get its page first."""
+        with self._taken_lock:
+            if self._taken:
+                return 409, "Already answered", "sc2s3 has its answer already; see the terminal."
+            self._taken = True
         if not secrets.compare_digest(params.get("state", ""), self.state):
             return 400, "Refused", ("This answer does not belong to the authorization sc2s3 "
                                     "started (its state differs). Nothing was stored.")
@@ -373,6 +376,9 @@ class CallbackServer:
                                            "stored. See the terminal.")
         return 200, "Consent received", ("sc2s3 now completes the authorization; see the "
                                          "terminal for the result. You can close this window.")
+
+    def publish(self, params: dict[str, str]) -> None:
+        self.answers.put_nowait(params)
 
 
 class _Server(ThreadingHTTPServer):
@@ -395,7 +401,13 @@ class _CallbackHandler(BaseHTTPRequestHandler):
             self._page(404, "Not found", "This is sc2s3's authorization callback.")
             return
         params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        self._page(*self.server.callback.offer(params))
+        status, title, text = self.server.callback.offer(params)
+        try:
+            self._page(status, title, text)
+            self.wfile.flush()
+        finally:
+            if status != 409:  # the first callback: its answer goes on, page sent or not
+                self.server.callback.publish(params)
 
     def _page(self, status: int, title: str, text: str) -> None:
         body = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>sc2s3: "
