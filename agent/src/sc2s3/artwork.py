@@ -31,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .archive import EXTENSION, Layout
 from .errors import TemporaryError, UpstreamError
 from .logs import log
-from .soundcloud import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
+from .soundcloud import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, scrub_url
 from .store import ObjectStore
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # a larger "image" is refused (a real -original is a few MB)
@@ -125,7 +125,7 @@ def best_image(session: requests.Session, artwork_url: str | None, *,
         if image is not None:
             return image
     if refused:
-        raise ArtworkRefused(f"no usable image for {_scrub(artwork_url)}: {'; '.join(refused)}")
+        raise ArtworkRefused(f"no usable image for {scrub_url(artwork_url)}: {'; '.join(refused)}")
     return None
 
 
@@ -135,34 +135,34 @@ def _fetch(session: requests.Session, url: str, max_bytes: int,
         response = session.get(url, headers={"Accept": "image/*"}, stream=True,
                                timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
     except requests.RequestException as exc:
-        raise ArtworkUnavailable(f"image CDN unreachable: {_scrub(url)}: {exc}") from exc
+        raise ArtworkUnavailable(f"image CDN unreachable: {scrub_url(url)}: {exc}") from exc
     with response:
         status = response.status_code
         if status in _ABSENT or (400 <= status < 500 and status != 429):
             return None
         if status == 429 or status >= 500:
-            raise ArtworkUnavailable(f"image CDN answered HTTP {status} for {_scrub(url)}")
+            raise ArtworkUnavailable(f"image CDN answered HTTP {status} for {scrub_url(url)}")
         if status != 200:
-            refused.append(f"{_scrub(url)}: HTTP {status}")
+            refused.append(f"{scrub_url(url)}: HTTP {status}")
             return None
         content_type = response.headers.get("Content-Type", "")
         extension = image_extension(content_type)
         if extension is None:
-            refused.append(f"{_scrub(url)}: not an image (Content-Type {content_type!r})")
+            refused.append(f"{scrub_url(url)}: not an image (Content-Type {content_type!r})")
             return None
         length = response.headers.get("Content-Length", "")
         if length.isascii() and length.isdigit() and int(length) > max_bytes:
-            refused.append(f"{_scrub(url)}: {int(length)} bytes, more than {max_bytes}")
+            refused.append(f"{scrub_url(url)}: {int(length)} bytes, more than {max_bytes}")
             return None
         data = bytearray()
         try:
             for chunk in response.iter_content(READ_CHUNK):
                 data += chunk
                 if len(data) > max_bytes:
-                    refused.append(f"{_scrub(url)}: more than {max_bytes} bytes")
+                    refused.append(f"{scrub_url(url)}: more than {max_bytes} bytes")
                     return None
         except requests.RequestException as exc:
-            raise ArtworkUnavailable(f"image download failed: {_scrub(url)}: {exc}") from exc
+            raise ArtworkUnavailable(f"image download failed: {scrub_url(url)}: {exc}") from exc
     body = bytes(data)
     return Image(body, extension, content_type.split(";", 1)[0].strip().lower(),
                  hashlib.sha256(body).hexdigest(), url)
@@ -212,7 +212,7 @@ def store_image(store: ObjectStore, key_for_ext: Callable[[str], str], image: Im
         raise TemporaryError(f"cannot write {key}: {exc}") from exc
     except BotoCoreError as exc:
         raise TemporaryError(f"cannot write {key}: {exc}") from exc
-    log.info("image archived", key=key, size=image.size, source=_scrub(image.source_url))
+    log.info("image archived", key=key, size=image.size, source=scrub_url(image.source_url))
     return {**record, "version_id": answer.get("VersionId")}, True
 
 
@@ -263,6 +263,3 @@ def archive_revision_artwork(session: requests.Session, store: ObjectStore, layo
     return keep_image(store, lambda ext: layout.revision_artwork(user_urn, track_urn, revision, ext),
                       image, None, overwrite=False, urn=track_urn)
 
-
-def _scrub(url: str) -> str:
-    return url.split("?", 1)[0]

@@ -340,10 +340,10 @@ class SoundCloudClient:
                 response = self.session.get(url, headers=headers,
                                             timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), **kwargs)
             except requests.RequestException as exc:
-                raise UpstreamUnavailable(f"SoundCloud unreachable: {_scrub(url)}: {exc}") from exc
+                raise UpstreamUnavailable(f"SoundCloud unreachable: {scrub_url(url)}: {exc}") from exc
             if response.status_code == 401 and authorized and owner_token:
                 raise OwnerAuthorizationError(f"SoundCloud refused the owner's token (HTTP 401) "
-                                              f"for {_scrub(url)}")
+                                              f"for {scrub_url(url)}")
             if response.status_code == 401 and authorized and attempt == 1:
                 self.invalidate_token(token)
                 continue
@@ -351,11 +351,11 @@ class SoundCloudClient:
         if response.status_code == 429:
             until = retry_at(response, self.budget.now())
             self.budget.block_until(until)
-            raise RateLimited(f"SoundCloud answered HTTP 429 for {_scrub(url)}", until)
+            raise RateLimited(f"SoundCloud answered HTTP 429 for {scrub_url(url)}", until)
         if response.status_code >= 500:
-            raise UpstreamUnavailable(f"SoundCloud answered HTTP {response.status_code} for {_scrub(url)}")
+            raise UpstreamUnavailable(f"SoundCloud answered HTTP {response.status_code} for {scrub_url(url)}")
         if response.status_code >= 400:
-            raise UpstreamError(f"SoundCloud answered HTTP {response.status_code} for {_scrub(url)}")
+            raise UpstreamError(f"SoundCloud answered HTTP {response.status_code} for {scrub_url(url)}")
         return response
 
     def _api_origin(self, url: str) -> bool:
@@ -426,7 +426,7 @@ class SoundCloudClient:
         fetched: set[str] = set()
         while url:
             if url in fetched:
-                raise UpstreamError(f"{kind} pages loop: next_href repeats {_scrub(url)}")
+                raise UpstreamError(f"{kind} pages loop: next_href repeats {scrub_url(url)}")
             fetched.add(url)
             page = _json(self.get(url, owner_token=owner_token))
             collection = page.get("collection") if isinstance(page, dict) else None
@@ -492,13 +492,13 @@ class SoundCloudClient:
         try:
             playlist = m3u8.loads(response.text, uri=response.url)
         except Exception as exc:  # the parser raises several unrelated types on garbage
-            raise UpstreamError(f"unreadable HLS playlist {_scrub(playlist_url)}: {exc}") from exc
+            raise UpstreamError(f"unreadable HLS playlist {scrub_url(playlist_url)}: {exc}") from exc
         if playlist.is_variant:
             if _master is not None:
-                raise UpstreamError(f"HLS master playlist {_scrub(_master)} leads to another "
-                                    f"master playlist, {_scrub(playlist_url)}")
+                raise UpstreamError(f"HLS master playlist {scrub_url(_master)} leads to another "
+                                    f"master playlist, {scrub_url(playlist_url)}")
             if not playlist.playlists:
-                raise UpstreamError(f"HLS master playlist {_scrub(playlist_url)} has no rendition")
+                raise UpstreamError(f"HLS master playlist {scrub_url(playlist_url)} has no rendition")
             # A master playlist: take the highest-bandwidth rendition.
             best = max(playlist.playlists, key=lambda p: p.stream_info.bandwidth or 0)
             return self.hls_parts(best.absolute_uri, _master=playlist_url)
@@ -521,7 +521,7 @@ class SoundCloudClient:
             url = _absolute(segment.absolute_uri, segment.uri, response.url)
             byterange = _byterange(segment.byterange, previous, url)
             # The same resource even if each line carries its own signature.
-            previous = (_scrub(url), byterange[0] + byterange[1]) if byterange else None
+            previous = (scrub_url(url), byterange[0] + byterange[1]) if byterange else None
             parts.append(HlsPart(url, segment.duration, byterange))
         return parts
 
@@ -537,7 +537,7 @@ def _refuse_expired(response: requests.Response, *args, **kwargs) -> None:
     :class:`SignedUrlRefused`."""
     if response.status_code == 403:
         response.close()
-        raise SignedUrlRefused(f"CDN refused the signed playlist URL {_scrub(response.url)} "
+        raise SignedUrlRefused(f"CDN refused the signed playlist URL {scrub_url(response.url)} "
                                "(HTTP 403; expired?)")
 
 
@@ -585,7 +585,7 @@ def _byterange(value: str | None, previous: tuple[str, int] | None, url: str,
         return int(offset), int(length)
     if init:
         return 0, int(length)
-    if previous is None or previous[0] != _scrub(url):
+    if previous is None or previous[0] != scrub_url(url):
         raise UpstreamError(f"HLS byte range {value!r} has no start: no previous sub-range of "
                             "the same resource")
     return previous[1], int(length)
@@ -604,7 +604,7 @@ def _json(response: requests.Response) -> Any:
     try:
         return response.json()
     except ValueError as exc:
-        raise UpstreamError(f"non-JSON answer from {_scrub(response.url)}") from exc
+        raise UpstreamError(f"non-JSON answer from {scrub_url(response.url)}") from exc
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -617,6 +617,6 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return scheme, (parts.hostname or "").lower(), port
 
 
-def _scrub(url: str) -> str:
-    """``url`` without its query string (it may carry a signature)."""
+def scrub_url(url: str) -> str:
+    """``url`` without its query string (it may carry a signature), for logs and messages."""
     return url.split("?", 1)[0]

@@ -77,7 +77,7 @@ def _count_sets(s3, bucket: str, layout: Layout, user_urn: str) -> int:
     paginator = s3.get_paginator("list_objects_v2")
     try:
         return sum(len(page.get("CommonPrefixes", [])) for page in paginator.paginate(
-            Bucket=bucket, Prefix=f"{layout.account_dir(user_urn)}sets/", Delimiter="/"))
+            Bucket=bucket, Prefix=layout.sets_dir(user_urn), Delimiter="/"))
     except (ClientError, BotoCoreError) as exc:
         raise TemporaryError(f"cannot list the sets of {user_urn}: {exc}") from exc
 
