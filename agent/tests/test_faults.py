@@ -179,6 +179,7 @@ def test_play_budget_stops_new_tracks_and_survives_a_restart(make_agent, s3, buc
                            extra_soundcloud="play_budget = 1")
         first_run = mirror_once(agent, sim)
         assert first_run.returncode == EXIT_TEMPFAIL, first_run.stdout[-3000:]
+        assert "1 track(s) left for a later run: the play budget" in first_run.stderr
         assert sim.counters["plays"] == 1 and sim.counters["http_429"] == 0
         second_run = mirror_once(agent, sim)
         assert second_run.returncode == EXIT_TEMPFAIL
@@ -298,3 +299,22 @@ def test_a_resumed_upload_with_every_byte_in_s3_completes_without_a_play(
         assert sim.counters["download"] == 1
         assert sim.counters["cdn_bytes"] == track.size
     assert_archived_intact(s3, bucket, track)
+
+
+@pytest.mark.timeout(180)
+def test_an_archive_that_refuses_its_readme_is_named_on_stderr_and_exits_75(
+        make_agent, seaweed, s3, bucket):
+    """The first write of a run (the bucket's README.txt) fails past botocore's retries: the run
+    stops before listing anything, says why on stderr, and exits 75 (try again later)."""
+    track = Track(id=89, title="never reached", size=64 * 1024)
+    with S3FaultProxy(seaweed.endpoint_url) as proxy, Simulator(
+            one_track_catalog(track), client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim:
+        refused = proxy.add(S3Fault("PUT", "", 400, "InvalidRequest", path="/README.txt",
+                                    times=1000))
+        agent = make_agent(sim, accounts=("band-seven",), endpoint=proxy.endpoint_url)
+        finished = mirror_once(agent, sim)
+        assert refused.fired >= 1
+        assert finished.returncode == EXIT_TEMPFAIL, finished.stdout[-3000:]
+        assert "sc2s3: archive unreachable: cannot write archive/README.txt" in finished.stderr
+        assert '"archive unreachable"' in finished.stdout
+        assert sim.counters["download"] == 0

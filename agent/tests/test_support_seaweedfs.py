@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import subprocess
 import time
+import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
-from support.seaweedfs import SeaweedFS, SeaweedFSError
+from support.seaweedfs import MAX_VOLUMES, SeaweedFS, SeaweedFSError
 
 PART = 5 * 1024 * 1024  # S3's minimum size for every part but the last
 
@@ -43,6 +45,26 @@ def test_every_port_is_on_loopback_and_chosen_by_us(s3):
     ports = {int(a.rsplit(":", 1)[1]) for a in addresses}
     assert ports <= set(s3.ports.values()), ports - set(s3.ports.values())
     assert s3.endpoint_url == f"http://127.0.0.1:{s3.ports['s3']}"
+
+
+def volume_counts(server: SeaweedFS) -> tuple[int, int]:
+    """The master's volume cap and how many volumes it has handed out."""
+    url = f"http://127.0.0.1:{server.ports['master']}/dir/status"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        topology = json.load(answer)["Topology"]
+    return topology["Max"], topology["Max"] - topology["Free"]
+
+
+def test_a_bucket_costs_one_volume_so_a_session_of_buckets_cannot_run_out(s3):
+    """The volume cap is free disk / 64 MB; at weed's default of 7 volumes per new bucket a test
+    session's few hundred buckets exhausted it on a smaller disk, failing every later write."""
+    client = s3.client()
+    cap, before = volume_counts(s3)
+    assert cap == MAX_VOLUMES  # ours, not a share of this machine's free disk
+    for n in range(4):
+        s3.create_bucket(f"volume-count-{n}")
+        client.put_object(Bucket=f"volume-count-{n}", Key="k", Body=b"x")
+    assert volume_counts(s3)[1] - before == 4
 
 
 def test_multipart_upload_with_sha256_checksums(s3):

@@ -92,6 +92,16 @@ def mirror(config_file: str | None, once: bool, accounts: tuple[str, ...], dry_r
             click.echo(urn)
     for held in result.held_elsewhere:
         click.echo(f"sc2s3: skipped {held}; its holder mirrors it", err=True)
+    for unreachable in result.unreachable:
+        click.echo(f"sc2s3: archive unreachable: {unreachable}", err=True)
+    for unavailable in result.upstream_unavailable:
+        click.echo(f"sc2s3: SoundCloud unavailable for {unavailable}", err=True)
+    if result.rate_limited:
+        click.echo(f"sc2s3: {result.rate_limited} track(s) left for a later run: the play budget "
+                   f"is spent or SoundCloud answered 429", err=True)
+    if result.handed_over:
+        click.echo(f"sc2s3: {result.handed_over} track(s) left to their account's new holder",
+                   err=True)
     for problem in result.owner_problems:
         click.echo(f"sc2s3: public tracks only for {problem}", err=True)
     if result.incomplete:

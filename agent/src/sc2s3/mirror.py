@@ -327,6 +327,7 @@ class Mirror:
             try:
                 ensure_readme(self.store, self.layout)
             except TemporaryError as exc:
+                log.error("archive unreachable", error=str(exc))
                 result.unreachable.append(str(exc))
                 return result
         passes = [self._accounts.submit(self._account_safely, account, result, dry_run)

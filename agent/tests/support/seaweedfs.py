@@ -55,6 +55,14 @@ READINESS_BUCKET = "weed-readiness"
 MAX_SOCKET_PATH = 100
 
 
+# weed's master.toml settings, as environment variables. Every bucket is a collection that
+# grows 7 volumes on its first write by default, and the volume count is capped by free disk /
+# volumeSizeLimitMB: a test session's few hundred buckets ran out of volumes on a machine with
+# less free disk, and every new bucket's writes failed. One volume per bucket is plenty here.
+WEED_ENV = {"WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
+MAX_VOLUMES = 1000
+
+
 class SeaweedFSError(RuntimeError):
     """weed exited early or never became ready."""
 
@@ -173,6 +181,7 @@ class SeaweedFS:
             log.flush()
             self.process = subprocess.Popen(
                 self._command(config_path),
+                env={**os.environ, **WEED_ENV},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -262,7 +271,9 @@ class SeaweedFS:
             "-master.electionTimeout=1s",
             f"-volume.port={p['volume']}",
             f"-volume.port.grpc={p['volume_grpc']}",
-            "-volume.max=0",
+            # A fixed cap, not one derived from free disk (weed's 0): volumes are sparse files,
+            # so the cap only bounds their count, and a session's buckets fit on any disk.
+            f"-volume.max={MAX_VOLUMES}",
             # weed waits 10 s by default before stopping the volume server; tests stop it a lot.
             "-volume.preStopSeconds=0",
             "-filer",
