@@ -71,15 +71,21 @@ class Host:
     def output(self) -> str:
         return (self.config.parent / "out.log").read_text()
 
-    def stop(self) -> None:
+    def ask_to_stop(self) -> None:
+        """SIGTERM (after SIGCONT, in case a test paused it); :meth:`wait_stopped` waits."""
         if self.process and self.process.poll() is None:
             os.kill(self.pid, signal.SIGCONT)
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+
+    def wait_stopped(self) -> None:
+        """Wait for the exit a SIGTERM asked for; SIGKILL after 60 s."""
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 @pytest.fixture
@@ -108,8 +114,10 @@ def fleet(tmp_path, seaweed, bucket, agent_env):
         return made
 
     yield make
+    for host in hosts:  # all at once: each takes seconds to park and release
+        host.ask_to_stop()
     for host in hosts:
-        host.stop()
+        host.wait_stopped()
         # Shown by pytest only when the test failed: each host's own account of it.
         if host.process is not None:
             print(f"--- {host.name} (pid {host.pid}, exit {host.process.returncode}) ---")
@@ -402,16 +410,21 @@ def test_clocks_ten_minutes_off_neither_steal_a_live_lease_nor_keep_a_dead_one(
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("stalled_at", [12 * MIB, 2 * MIB], ids=["parts uploaded",
+                                                                 "before the first part"])
 def test_a_holder_stalled_past_the_ttl_writes_nothing_for_the_account_it_lost(
-        fleet, seaweed, s3, bucket):
+        fleet, seaweed, s3, bucket, stalled_at):
+    """Stalled with parts uploaded, its next write is a part's state; stalled before its first
+    part is full (part size 5 MiB), its next write would start the object
+    (CreateMultipartUpload): either way the lease's fence stops it."""
     big = Track(id=92_001, title="stalled", size=40 * MIB + 3)
     catalog = Catalog([User(id=92, permalink="band-92", username="B", tracks=[big])])
     with Simulator(catalog, client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim, \
             S3FaultProxy(seaweed.endpoint_url) as proxy_a:
-        sim.faults.fail_next("cdn", kind="stall", after_bytes=12 * MIB, stall_s=6)
+        sim.faults.fail_next("cdn", kind="stall", after_bytes=stalled_at, stall_s=6)
         (stalled,) = fleet(sim, 1, accounts=["band-92"], endpoint=proxy_a.endpoint_url)
         stalled.start()
-        wait_for(lambda: sim.counters["cdn_bytes"] >= 12 * MIB, START_S + 30,
+        wait_for(lambda: sim.counters["cdn_bytes"] >= stalled_at, START_S + 30,
                  "the upload in flight")
         os.kill(stalled.pid, signal.SIGSTOP)
         stopped = time.time()

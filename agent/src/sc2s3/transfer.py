@@ -189,6 +189,7 @@ class StreamingUpload:
         object back for it: a hash object cannot be persisted across processes).
 
         :raises TemporaryError: the upload is parked (its parts and resume state stay in S3).
+        :raises LeaseLost: the account went to another holder; nothing more was written.
         :raises Sc2s3Error: any other failure (the multipart upload is aborted first).
         """
         if resume is not None:
@@ -229,6 +230,7 @@ class StreamingUpload:
         return buffer, size, b64(part.digest())
 
     def _put_single(self, body: bytes, checksum: str, whole) -> UploadResult:
+        self._fence()
         try:
             answer = self.s3.put_object(
                 Bucket=self.bucket, Key=self.key, Body=body, ContentType=self.content_type,
@@ -242,7 +244,14 @@ class StreamingUpload:
         return UploadResult(self.key, len(body), whole.hexdigest(), checksum, 1,
                             answer.get("VersionId"), PART_ALGORITHM)
 
+    def _fence(self) -> None:
+        """The account lease's fence before a write that starts an object (reading the first
+        part can take long enough for the lease to be lost meanwhile, e.g. a stalled process)."""
+        if self.resume_store is not None:
+            self.resume_store.fence()
+
     def _create(self) -> UploadState:
+        self._fence()
         try:
             upload_id = self.s3.create_multipart_upload(
                 Bucket=self.bucket, Key=self.key, ContentType=self.content_type,
@@ -326,8 +335,7 @@ class StreamingUpload:
         parts = [state.parts[number] for number in sorted(state.parts)]
         algorithm = state.checksum_algorithm
         expected = composite(algorithm, [base64.b64decode(p.checksum) for p in parts])
-        if self.resume_store is not None:
-            self.resume_store.fence()  # a holder that lost the account leaves the upload alone
+        self._fence()  # a holder that lost the account leaves the upload alone
         answer = self.s3.complete_multipart_upload(
             Bucket=self.bucket, Key=self.key, UploadId=state.upload_id,
             MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag,
