@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -25,6 +26,7 @@ PART_SIZE_MIB = 5
 USER_URN = "soundcloud:users:7"
 WRITES = ("PUT", "POST", "DELETE")
 RUNS_TO_RECOVER = 4  # the faulted run, then runs after each failed track's retry time
+SWEEP_WORKERS = 2
 
 
 def catalog_of_three() -> tuple[Catalog, list[Track]]:
@@ -130,25 +132,37 @@ def test_every_s3_write_failing_once_never_duplicates_loses_or_wastes(
     for method, op in writes:
         seen[op] += 1
         positions.append((method, op, seen[op]))
+    def sweep(job: tuple[str, int, str, str, int]) -> tuple[list[int], int, bool, list[str]]:
+        """One fault on a fresh bucket and state folder: each run's exit code, plays, whether
+        the fault fired, and what went wrong."""
+        mode, index, method, op, occurrence = job
+        fault = S3Fault(method, "", 503, "SlowDown",
+                        skip=occurrence - 1, lose_answer=mode == "answer lost",
+                        where=lambda m, p, q: operation(m, p, q) == op)
+        run = Run(seaweed, agent_env, tmp_path / f"{mode.split()[0]}-{index}")
+        _writes, sim, exits = run.mirror_until_done(fault)
+        plays = sim.counters["download"]
+        problems = run.problems(s3, tracks, plays)
+        if exits[-1] != 0:
+            problems.append(f"runs exited {exits}")
+        return exits, plays, bool(fault.fired), problems
+
+    jobs = [(mode, index, method, op, occurrence) for mode in ("refused", "answer lost")
+            for index, (method, op, occurrence) in enumerate(positions)]
+    # Runs are independent (own bucket, state, simulator and proxy) and mostly wait on their
+    # agent process: two at a time halve the sweep's time.
+    with ThreadPoolExecutor(max_workers=SWEEP_WORKERS) as pool:
+        results = list(pool.map(sweep, jobs))
     outcomes, failures, max_plays, not_reached = [], [], 0, []
-    for mode in ("refused", "answer lost"):
-        for index, (method, op, occurrence) in enumerate(positions):
-            fault = S3Fault(method, "", 503, "SlowDown",
-                            skip=occurrence - 1, lose_answer=mode == "answer lost",
-                            where=lambda m, p, q, op=op: operation(m, p, q) == op)
-            run = Run(seaweed, agent_env, tmp_path / f"{mode.split()[0]}-{index}")
-            _writes, sim, exits = run.mirror_until_done(fault)
-            plays = sim.counters["download"]
-            max_plays = max(max_plays, plays)
-            if not fault.fired:
-                not_reached.append(f"{op} #{occurrence}")
-            problems = run.problems(s3, tracks, plays)
-            if exits[-1] != 0:
-                problems.append(f"runs exited {exits}")
-            outcomes.append(exits)
-            if problems:
-                failures.append(f"{mode}, write {index + 1} ({op} #{occurrence}): "
-                                f"{'; '.join(problems)}")
+    for (mode, index, _method, op, occurrence), (exits, plays, fired, problems) in zip(
+            jobs, results, strict=True):
+        max_plays = max(max_plays, plays)
+        if not fired:
+            not_reached.append(f"{op} #{occurrence}")
+        outcomes.append(exits)
+        if problems:
+            failures.append(f"{mode}, write {index + 1} ({op} #{occurrence}): "
+                            f"{'; '.join(problems)}")
     print(f"\nfault sweep: {len(positions)} S3 writes x 2 ways = {len(outcomes)} faults, "
           f"{len(outcomes) - len(failures)} recovered with every track archived once and "
           f"byte-identical, no multipart upload left; plays at most {max_plays} "
