@@ -50,6 +50,13 @@ def run_agent(agent, *args: str) -> subprocess.CompletedProcess:
     return agent.run(*args, timeout=900)
 
 
+def label_agent(make_agent, sim, proxy: S3FaultProxy | None = None):
+    """The one "label" account at CONCURRENCY: straight to S3, or through ``proxy`` where a test
+    needs its request log or its faults (the proxy triples a 3,000-track run's time)."""
+    endpoint = {"endpoint": proxy.endpoint_url} if proxy is not None else {}
+    return make_agent(sim, concurrency=CONCURRENCY, accounts=("label",), **endpoint)
+
+
 def bookkeeping_bytes(s3, bucket: str) -> tuple[int, int]:
     """(bytes of every version, bytes of the current versions) of the bookkeeping objects."""
     written = final = 0
@@ -75,17 +82,14 @@ def test_first_mirror_writes_linear_bookkeeping_and_a_noop_pass_writes_nothing(
             Catalog([user]), client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim:
         # The first mirror goes straight to S3 (its writes are counted from the bucket's
         # versions); only the no-op pass needs the proxy's log of requests.
-        first = run_agent(make_agent(sim, concurrency=CONCURRENCY, accounts=("label",)),
-                          "mirror", "--once")
+        first = run_agent(label_agent(make_agent, sim), "mirror", "--once")
         assert first.returncode == 0, (first.stderr + first.stdout)[-3000:]
         catalog = catalog_of(s3, versioned, "soundcloud:users:7001")
         assert len(catalog["tracks"]) == TRACKS
         written, final = bookkeeping_bytes(s3, versioned)
         assert written <= BOOKKEEPING_FACTOR * final + BOOKKEEPING_SLACK, (written, final)
 
-        agent = make_agent(sim, endpoint=proxy.endpoint_url, concurrency=CONCURRENCY,
-                           accounts=("label",))
-        noop = run_agent(agent, "mirror", "--once")
+        noop = run_agent(label_agent(make_agent, sim, proxy), "mirror", "--once")
         assert noop.returncode == 0, noop.stderr[-3000:]
         writes = [f"{r['method']} {r['path']}?{r['query']}" for r in proxy.log
                   if r["method"] in WRITES]
@@ -133,8 +137,7 @@ def test_sigkills_at_random_writes_lose_no_record_and_spend_no_play_on_landed_tr
     kills = 3
     with S3FaultProxy(_endpoint(s3)) as proxy, Simulator(
             Catalog([user]), client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim:
-        agent = make_agent(sim, endpoint=proxy.endpoint_url, concurrency=CONCURRENCY,
-                           accounts=("label",))
+        agent = label_agent(make_agent, sim, proxy)
         killer = KillAtWrite(proxy)
         for _ in range(kills):
             # A first mirror writes about two objects per track: any write of the pass.
@@ -145,8 +148,7 @@ def test_sigkills_at_random_writes_lose_no_record_and_spend_no_play_on_landed_tr
             killer.arm(process.pid, at)
             assert process.wait(timeout=900) == -signal.SIGKILL, f"seed {seed}: not killed at {at}"
         # The run that finishes the job goes straight to S3: nothing left to kill.
-        last = run_agent(make_agent(sim, concurrency=CONCURRENCY, accounts=("label",)),
-                         "mirror", "--once")
+        last = run_agent(label_agent(make_agent, sim), "mirror", "--once")
         assert last.returncode == 0, last.stderr[-3000:]
 
         urn = "soundcloud:users:7002"

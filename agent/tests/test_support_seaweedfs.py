@@ -56,8 +56,9 @@ def volume_counts(server: SeaweedFS) -> tuple[int, int]:
 
 
 def test_a_bucket_costs_one_volume_so_a_session_of_buckets_cannot_run_out(s3):
-    """The volume cap is free disk / 64 MB; at weed's default of 7 volumes per new bucket a test
-    session's few hundred buckets exhausted it on a smaller disk, failing every later write."""
+    """weed's default cap (free disk / 64 MB) and 7 volumes per new bucket let a test session's
+    few hundred buckets exhaust it on a smaller disk, failing every later write: the cap is fixed
+    now and a bucket costs one volume."""
     client = s3.client()
     cap, before = volume_counts(s3)
     assert cap == MAX_VOLUMES  # ours, not a share of this machine's free disk
